@@ -1,0 +1,93 @@
+"""symbackprop: neural networks as symbolic tensor graphs, gradients derived by SymPy.
+
+>>> import numpy as np, symbackprop as sb
+>>> x = sb.input("x", (None, 2))
+>>> w = sb.param("w", (2, 1), init=np.ones((2, 1)))
+>>> loss = sb.mse(x @ w, sb.const(np.zeros((1, 1))) + 0 * (x @ w))
+>>> gw = sb.grad(loss, [w])[0]
+>>> gw.shape
+(2, 1)
+"""
+
+from . import ops
+from .autodiff import grad
+from .errors import GraphError, MissingRuleError
+from .evaluate import evaluate
+from .functions import (
+    abs,
+    broadcast_to,
+    cast,
+    concat,
+    exp,
+    function,
+    gather,
+    leaky_relu,
+    log,
+    log_softmax,
+    logsumexp,
+    matmul,
+    max,
+    maximum,
+    mean,
+    minimum,
+    one_hot,
+    relu,
+    reshape,
+    sigmoid,
+    softmax,
+    softplus,
+    sqrt,
+    stop_gradient,
+    sum,
+    tanh,
+    transpose,
+    where,
+)
+from .graph import Tensor, batch_size, const, input, param
+from .losses import binary_cross_entropy, mse, softmax_cross_entropy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GraphError",
+    "MissingRuleError",
+    "Tensor",
+    "abs",
+    "batch_size",
+    "binary_cross_entropy",
+    "broadcast_to",
+    "cast",
+    "concat",
+    "const",
+    "evaluate",
+    "exp",
+    "function",
+    "gather",
+    "grad",
+    "input",
+    "leaky_relu",
+    "log",
+    "log_softmax",
+    "logsumexp",
+    "matmul",
+    "max",
+    "maximum",
+    "mean",
+    "minimum",
+    "mse",
+    "one_hot",
+    "ops",
+    "param",
+    "relu",
+    "reshape",
+    "sigmoid",
+    "softmax",
+    "softmax_cross_entropy",
+    "softplus",
+    "sqrt",
+    "stop_gradient",
+    "sum",
+    "tanh",
+    "transpose",
+    "where",
+]
