@@ -43,12 +43,14 @@ from .functions import (
     transpose,
     where,
 )
+from .gradcheck import GradientCheckError, check_grads
 from .graph import Tensor, batch_size, const, input, param
 from .losses import binary_cross_entropy, mse, softmax_cross_entropy
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GradientCheckError",
     "GraphError",
     "MissingRuleError",
     "Tensor",
@@ -57,6 +59,7 @@ __all__ = [
     "binary_cross_entropy",
     "broadcast_to",
     "cast",
+    "check_grads",
     "concat",
     "const",
     "evaluate",

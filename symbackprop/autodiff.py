@@ -150,7 +150,9 @@ def grad(y: Tensor, wrt):
         if not isinstance(target, Tensor):
             raise TypeError(f"grad: wrt[{position}] must be a Tensor, got {type(target).__name__}")
         if target.dtype not in FLOAT_DTYPES:
-            raise GraphError(f"grad: cannot differentiate with respect to {target.label}, which has dtype {target.dtype}")
+            raise GraphError(
+                f"grad: cannot differentiate with respect to {target.label}, which has dtype {target.dtype}"
+            )
 
     order = topological_order([y])
     wanted = set(targets)

@@ -7,14 +7,17 @@ node whose body reads ``1 - t**2``. Operands are broadcast explicitly with NumPy
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 
 import numpy as np
 import sympy
 
 from .errors import GraphError
-from .graph import Tensor, as_tensor, batch_size, const, make_node
-from .scalar import ScalarFunction, make_function, real_symbols, sigmoid as _sigmoid, softplus as _softplus
+from .graph import Tensor, as_tensor, batch_size, make_node
+from .scalar import ScalarFunction, make_function, real_symbols
+from .scalar import sigmoid as _sigmoid
+from .scalar import softplus as _softplus
 from .shapes import broadcast_shapes, check_dtype, format_shape, normalize_axes
 
 t, a, b, c = real_symbols("t a b c")
@@ -277,7 +280,7 @@ def reshape(x: Tensor, shape) -> Tensor:
 
 def transpose(x: Tensor, axes=None) -> Tensor:
     """Permute the axes (reverse them by default); ``x.T`` is the same."""
-    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(int(p) % max(x.ndim, 1) for p in axes)
+    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(int(p) % builtins.max(x.ndim, 1) for p in axes)
     return x if perm == tuple(range(x.ndim)) else make_node("transpose", [x], perm=perm)
 
 
@@ -381,7 +384,9 @@ def getitem(x: Tensor, index) -> Tensor:
         item = index[axis] if axis < len(index) else slice(None)
         if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
             if dim is None or not -dim <= item < dim:
-                raise GraphError(f"indexing {x.label} {format_shape(x.shape)}: index {item} is out of range on axis {axis}")
+                raise GraphError(
+                    f"indexing {x.label} {format_shape(x.shape)}: index {item} is out of range on axis {axis}"
+                )
             start = int(item) % dim
             slices.append((start, start + 1, 1))
         elif isinstance(item, slice):

@@ -204,8 +204,9 @@ def input(name: str, shape, dtype: str = "float32") -> Tensor:  # noqa: A001 - p
     <Tensor x (n, 64) float32>
     """
     _check_name(name, "input")
-    return make_node("input", name=name, shape=check_shape(shape, f"input {name!r}"),
-                     dtype=check_dtype(dtype, f"input {name!r}"))
+    return make_node(
+        "input", name=name, shape=check_shape(shape, f"input {name!r}"), dtype=check_dtype(dtype, f"input {name!r}")
+    )
 
 
 def param(name: str, shape, init="zeros", seed: int | None = None, dtype: str = "float32", **init_args) -> Tensor:
@@ -241,7 +242,13 @@ def const(value, dtype: str | None = None) -> Tensor:
     """
     array = np.asarray(value)
     if dtype is None:
-        dtype = "int64" if array.dtype.kind in "iub" else "float64" if array.dtype == np.float64 and array.ndim else "float32"
+        dtype = (
+            "int64"
+            if array.dtype.kind in "iub"
+            else "float64"
+            if array.dtype == np.float64 and array.ndim
+            else "float32"
+        )
     dtype = check_dtype(dtype, "const")
     array = np.array(array, dtype=dtype)
     return make_node("const", value=ConstValue(array), shape=array.shape, dtype=dtype)
@@ -288,3 +295,32 @@ def topological_order(outputs: Iterable[Tensor]) -> list[Tensor]:
 def leaves(outputs: Iterable[Tensor], op: str) -> Iterator[Tensor]:
     """The leaves of kind ``op`` (``input`` or ``param``) the outputs depend on, in order."""
     return (node for node in topological_order(outputs) if node.op == op)
+
+
+def rebuild(outputs: Sequence[Tensor], replace: dict | None = None, float_dtype: str | None = None) -> list[Tensor]:
+    """A copy of the graph with some nodes replaced and, optionally, every float in one dtype.
+
+    Parameters are kept (their values are shared) and cast where the dtype changes.
+    """
+    replace = dict(replace or {})
+    new: dict[Tensor, Tensor] = {}
+
+    def retype(dtype):
+        return float_dtype if float_dtype and dtype in ("float32", "float64") else dtype
+
+    for node in topological_order(outputs):
+        if node in replace:
+            new[node] = replace[node]
+            continue
+        attrs = dict(node.attrs)
+        if "dtype" in attrs:
+            attrs["dtype"] = retype(attrs["dtype"])
+        if node.op == "param":
+            new[node] = (
+                node if retype(node.dtype) == node.dtype else make_node("cast", [node], dtype=retype(node.dtype))
+            )
+        elif node.op == "const":
+            new[node] = const(node.value, retype(node.dtype))
+        else:
+            new[node] = make_node(node.op, [new[i] for i in node.inputs], **attrs)
+    return [new[out] for out in outputs]

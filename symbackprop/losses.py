@@ -38,7 +38,9 @@ def softmax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     1.0986
     """
     if logits.ndim != 2:
-        raise GraphError(f"softmax_cross_entropy: logits {logits.label} must be (batch, classes), got {format_shape(logits.shape)}")
+        raise GraphError(
+            f"softmax_cross_entropy: logits {logits.label} must be (batch, classes), got {format_shape(logits.shape)}"
+        )
     if labels.dtype == "int64":
         if labels.shape != logits.shape[:1]:
             raise GraphError(

@@ -41,8 +41,7 @@ def check_shape(shape: object, what: str) -> Shape:
         ok = dim is None or (isinstance(dim, (int, np.integer)) and not isinstance(dim, bool) and dim > 0)
         if not ok:
             raise GraphError(
-                f"{what}: shape {dims!r} has the dimension {dim!r}; expected positive ints "
-                "or None for the batch size"
+                f"{what}: shape {dims!r} has the dimension {dim!r}; expected positive ints or None for the batch size"
             )
     return tuple(None if d is None else int(d) for d in dims)
 
