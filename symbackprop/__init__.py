@@ -13,6 +13,7 @@ from . import ops
 from .autodiff import grad
 from .errors import GraphError, MissingRuleError
 from .evaluate import evaluate
+from .formula import Formula, formula
 from .functions import (
     abs,
     broadcast_to,
@@ -50,6 +51,7 @@ from .losses import binary_cross_entropy, mse, softmax_cross_entropy
 __version__ = "0.1.0"
 
 __all__ = [
+    "Formula",
     "GradientCheckError",
     "GraphError",
     "MissingRuleError",
@@ -64,6 +66,7 @@ __all__ = [
     "const",
     "evaluate",
     "exp",
+    "formula",
     "function",
     "gather",
     "grad",

@@ -19,7 +19,7 @@ from .graph import Tensor, const, make_node, topological_order
 from .scalar import ScalarFunction, real_symbols
 from .shapes import FLOAT_DTYPES, format_shape
 
-# For the formula printer: which forward tensor a gradient tensor is the adjoint of.
+# For the formula printer: gradient tensor -> (the forward tensor it is the adjoint of, y).
 adjoint_of: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 _a, _b = real_symbols("a b")
@@ -166,7 +166,7 @@ def grad(y: Tensor, wrt):
         g = cotangent.get(node)
         if g is None or not node.inputs:
             continue
-        adjoint_of.setdefault(g, node)
+        adjoint_of.setdefault(g, (node, y))
         rule = vjp_rules.get(node.op)
         if rule is None:
             raise MissingRuleError("vector-Jacobian", node.op)
@@ -182,6 +182,6 @@ def grad(y: Tensor, wrt):
         if g is None:
             g = zeros_like(target)
         else:
-            adjoint_of.setdefault(g, target)
+            adjoint_of.setdefault(g, (target, y))
         results.append(g)
     return results[0] if single else results
