@@ -165,7 +165,7 @@ def _name_softmax(expr: sympy.Expr) -> sympy.Expr:
         placeholder = sympy.Dummy("S", positive=True)
         expr = expr.xreplace({total: placeholder})
         expr = expr.xreplace({sympy.log(placeholder): LogSumExp(x, axes) - peak})
-        expr = sympy.cancel(expr.xreplace({body: Softmax(x, axes) * placeholder}))
+        expr = expr.xreplace({body: Softmax(x, axes) * placeholder})
         expr = expr.xreplace({placeholder: total})
     return expr
 
@@ -183,14 +183,27 @@ def _sum_of_one_hot(expr: sympy.Expr) -> sympy.Expr:
     return expr.replace(ReduceSum, fold)
 
 
+def _absorb_sign(expr: sympy.Expr) -> sympy.Expr:
+    """``-(y - p)/n`` reads better as ``(p - y)/n``: a minus sign goes into a difference."""
+
+    def flip(mul):
+        coefficient, factors = mul.as_coeff_mul()
+        sums = [f for f in factors if isinstance(f, sympy.Add)]
+        if coefficient >= 0 or len(sums) != 1:
+            return mul
+        others = [f for f in factors if f is not sums[0]]
+        return sympy.Mul(-coefficient, -sums[0], *others, evaluate=False)
+
+    return expr.replace(lambda e: isinstance(e, sympy.Mul), flip)
+
+
 DISPLAY_RULES = (_name_softmax, _sum_of_one_hot)
 
 
 def _tidy(expr: sympy.Expr) -> sympy.Expr:
     for rule in DISPLAY_RULES:
         expr = rule(expr)
-    expr = sympy.factor_terms(sympy.cancel(sympy.together(expr)))
-    return expr
+    return _absorb_sign(sympy.factor_terms(sympy.together(expr)))
 
 
 # -- printing ---------------------------------------------------------------------------------------
@@ -201,7 +214,7 @@ class FormulaPrinter(StrPrinter):
     """Plain-text mathematics: ``·`` for matrix products, ``⊙`` for elementwise ones."""
 
     def _print_Dot(self, e):
-        return "·".join(self.parenthesize(a, 45) for a in e.args)
+        return "·".join(self.parenthesize(a, 51) for a in e.args)
 
     def _print_T(self, e):
         inner = self._print(e.args[0])
@@ -228,6 +241,12 @@ class FormulaPrinter(StrPrinter):
     def _print_Heaviside(self, e):
         return f"[{self._print(e.args[0])} > 0]"
 
+    def _print_Max(self, e):
+        return f"max({', '.join(self._print(a) for a in sorted(e.args, key=lambda a: a.is_number))})"
+
+    def _print_Min(self, e):
+        return f"min({', '.join(self._print(a) for a in sorted(e.args, key=lambda a: a.is_number))})"
+
     def _print_Mul(self, e):
         coefficient, factors = e.as_coeff_mul()
         upper = [f for f in factors if not (f.is_Pow and f.exp.is_negative)]
@@ -242,10 +261,12 @@ class FormulaPrinter(StrPrinter):
         return text
 
     def _join_product(self, factors):
-        factors = sorted(factors, key=lambda f: not f.has(Dot))
-        tensors = sum(1 for f in factors if _is_tensor(f))
-        parts = [self.parenthesize(f, 45) if isinstance(f, sympy.Add) else self._print(f) for f in factors]
-        return (" ⊙ " if tensors > 1 else "·").join(parts)
+        factors = sorted(factors, key=lambda f: (not f.is_number, not f.has(Dot)))
+        numbers = [self._print(f) for f in factors if not _is_tensor(f)]
+        tensors = [
+            self.parenthesize(f, 45) if isinstance(f, sympy.Add) else self._print(f) for f in factors if _is_tensor(f)
+        ]
+        return "·".join(numbers + [" ⊙ ".join(tensors)] if tensors else numbers)
 
     def _print_Pow(self, e, rational=False):
         base, power = e.args

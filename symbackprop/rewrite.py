@@ -1,0 +1,310 @@
+"""Named rewrites of a graph: stabilisation, elementwise fusion, simplification of fused bodies.
+
+Each rewrite is a small function; :data:`PASSES` lists them in the order they run.
+:func:`simplify` applies them and keeps a log of what each one changed, with the
+expression before and after, so a user can see why the compiled graph differs from the
+one they wrote.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import sympy
+
+from . import functions as F
+from .graph import Tensor, const, make_node, topological_order
+from .scalar import ScalarFunction, real_symbols, sigmoid, softplus
+
+# -- scalar rules: identities that make a fused body numerically stable ----------------------------
+_u, _v = sympy.Wild("u"), sympy.Wild("v")
+BODY_RULES: tuple[tuple[str, sympy.Expr, sympy.Expr], ...] = (
+    ("log_sigmoid", sympy.log(sigmoid(_u)), -softplus(-_u)),
+    ("log_one_minus_sigmoid", sympy.log(1 - sigmoid(_u)), -softplus(_u)),
+    ("softplus", sympy.log(1 + sympy.exp(_u)), softplus(_u)),
+    ("sigmoid", 1 / (1 + sympy.exp(-_u)), sigmoid(_u)),
+    ("log_softmax", sympy.log(sympy.exp(_u) / _v), _u - sympy.log(_v)),
+)
+
+# Fused bodies larger than this are only tidied, not put through sympy.simplify (slow).
+SIMPLIFY_MAX_OPS = 60
+
+
+@dataclass
+class RewriteStep:
+    """One change: the rule that made it and the expression before and after."""
+
+    rule: str
+    before: str
+    after: str
+
+    def __str__(self) -> str:
+        return f"{self.rule}:\n    before: {self.before}\n    after:  {self.after}"
+
+
+@dataclass
+class Rewritten:
+    """The outputs of :func:`simplify` and the log of the rewrites that produced them."""
+
+    outputs: list[Tensor]
+    log: list[RewriteStep] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "\n".join(map(str, self.log)) or "(no rewrite applied)"
+
+    def rules(self) -> list[str]:
+        return [step.rule for step in self.log]
+
+
+def _body_text(node: Tensor) -> str:
+    if node.op != "map":
+        return f"{node.label} {node.shape}"
+    fn = node.attrs["fn"]
+    return f"{fn.body}  over ({', '.join(i.label for i in node.inputs)})"
+
+
+def _rebuild(outputs, transform: Callable[[Tensor, list[Tensor]], Tensor | None], origin: dict | None = None):
+    """Rebuild bottom-up; ``transform(node, new_inputs)`` may return a replacement.
+
+    ``origin``, when given, is filled with the original node of every rebuilt one.
+    """
+    new: dict[Tensor, Tensor] = {}
+    for node in topological_order(outputs):
+        inputs = [new[i] for i in node.inputs]
+        replaced = transform(node, inputs)
+        if replaced is None:
+            replaced = node if inputs == list(node.inputs) else make_node(node.op, inputs, **node.attrs)
+        new[node] = replaced
+        if origin is not None:
+            origin.setdefault(replaced, node)
+    return [new[o] for o in outputs]
+
+
+def _through_wrappers(node: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """The map under broadcasts and reshapes of a single element, and the wrappers passed."""
+    wrappers = []
+    while node.op in ("broadcast", "reshape") and (node.op == "broadcast" or _is_single(node)):
+        wrappers.append(node)
+        node = node.inputs[0]
+        if node.op == "broadcast":
+            continue
+        if not _is_single(node):
+            break
+    return node, wrappers
+
+
+def _is_single(node: Tensor) -> bool:
+    return all(d == 1 for d in node.shape)
+
+
+# -- passes ------------------------------------------------------------------------------------------
+def stabilise_logsumexp(outputs, log):
+    """``log(sum(exp(x)))`` becomes ``m + log(sum(exp(x - m)))`` with ``m = max(x)``."""
+
+    def transform(node, inputs):
+        if node.op != "map" or node.attrs["fn"].body != sympy.log(node.attrs["fn"].symbols[0]):
+            return None
+        (total,) = inputs
+        if total.op != "sum" or total.inputs[0].op != "map" or total.inputs[0].attrs["fn"] is not F.EXP:
+            return None
+        x = total.inputs[0].inputs[0]
+        axes = total.attrs["axes"]
+        out = F.logsumexp(x, axes, keepdims=True)
+        out = F.reshape(out, node.shape)
+        log.append(
+            RewriteStep(
+                "logsumexp", f"log(sum(exp({x.label})))", f"m + log(sum(exp({x.label} - m))), m = max({x.label})"
+            )
+        )
+        return out
+
+    return _rebuild(outputs, transform)
+
+
+def fuse_elementwise(outputs, log):
+    """Merge chains of elementwise maps into one map whose body is the composed expression.
+
+    A map is inlined into its consumer when that is its only use (so nothing is computed
+    twice); broadcasts of maps are fused too, as broadcasting commutes with maps.
+    """
+    uses = Counter(i for node in topological_order(outputs) for i in node.inputs)
+    keep = set(outputs)
+    origin: dict[Tensor, Tensor] = {}
+
+    def producer(node):
+        """The map that makes ``node``, seen through broadcasts, if it is used only here."""
+        inner, wrappers = _through_wrappers(node)
+        chain = [origin.get(n, n) for n in [*wrappers, inner]]
+        if inner.op != "map" or any(n in keep or uses[n] > 1 for n in chain):
+            return None
+        if wrappers and not (inner.shape == () or _is_single(inner) or wrappers == [node] and node.op == "broadcast"):
+            return None
+        return inner
+
+    def transform(node, inputs):
+        if node.op != "map":
+            return None
+        fused = _fuse(node.attrs["fn"], inputs, producer)
+        if fused is None:
+            return None
+        fn, fused_inputs = fused
+        out = make_node("map", fused_inputs, fn=fn) if fused_inputs else _constant(fn.body, node)
+        log.append(
+            RewriteStep("fuse_elementwise", _body_text(make_node("map", inputs, fn=node.attrs["fn"])), _body_text(out))
+        )
+        return out
+
+    return _rebuild(outputs, transform, origin)
+
+
+def _fuse(fn: ScalarFunction, inputs: Sequence[Tensor], producer):
+    """Compose ``fn`` with the maps that produce its inputs; None when nothing fuses."""
+    leaves: dict[Tensor, sympy.Symbol] = {}
+    fused_any = False
+
+    def expression(node, shape):
+        nonlocal fused_any
+        number = _scalar_constant(node)
+        if number is not None:
+            fused_any = True
+            return number
+        inner = producer(node)
+        if inner is not None:
+            fused_any = True
+            args = [expression(_fit(i, shape), shape) for i in inner.inputs]
+            return inner.attrs["fn"](*args)
+        if node not in leaves:
+            leaves[node] = real_symbols(f"x{len(leaves)}")[0]
+        return leaves[node]
+
+    shape = inputs[0].shape
+    body = fn(*[expression(i, shape) for i in inputs])
+    if not fused_any:
+        return None
+    return ScalarFunction("fused", tuple(leaves.values()), body), list(leaves)
+
+
+def _scalar_constant(node: Tensor) -> sympy.Expr | None:
+    """The number a constant holds, seen through broadcasts, if it holds a single one."""
+    inner, _ = _through_wrappers(node)
+    if inner.op != "const" or inner.value.size != 1 or inner.dtype == "int64":
+        return None
+    return (
+        sympy.nsimplify(float(inner.value.flat[0]), rational=True)
+        if float(inner.value.flat[0]).is_integer()
+        else sympy.Float(float(inner.value.flat[0]))
+    )
+
+
+def _constant(body: sympy.Expr, like: Tensor) -> Tensor:
+    return F.broadcast_to(const(float(body), like.dtype), like.shape)
+
+
+def _fit(node, shape):
+    return F.broadcast_to(node, shape) if node.shape != shape else node
+
+
+def _apply_body_rules(body: sympy.Expr, log) -> sympy.Expr:
+    for name, pattern, replacement in BODY_RULES:
+        rewritten = body.replace(pattern, replacement)
+        if rewritten != body:
+            log.append(RewriteStep(name, str(body), str(rewritten)))
+            body = rewritten
+    return body
+
+
+def stabilise_bodies(outputs, log):
+    """Apply :data:`BODY_RULES` to each map body composed with the unary maps feeding it.
+
+    Those producers are recomputed inside the body only where a rule fires, for example
+    ``log(sigmoid(z))`` becoming ``-softplus(-z)``, which never overflows.
+    """
+
+    def producer(node):
+        inner, wrappers = _through_wrappers(node)
+        unary = inner.op == "map" and len(inner.inputs) == 1
+        return inner if unary and (not wrappers or wrappers == [node]) else None
+
+    def transform(node, inputs):
+        if node.op != "map":
+            return None
+        fused = _fuse(node.attrs["fn"], inputs, producer)
+        if fused is None:
+            return None
+        fn, fused_inputs = fused
+        if not fused_inputs:
+            return _constant(fn.body, node)
+        steps: list[RewriteStep] = []
+        body = _apply_body_rules(fn.body, steps)
+        if not steps:
+            body = _simplify(fn.body)
+            if sympy.count_ops(body) >= sympy.count_ops(node.attrs["fn"].body):
+                return None  # recomputing the producers buys neither stability nor work
+            steps.append(RewriteStep("simplify_through_producers", _body_text(node), str(body)))
+        log.extend(steps)
+        return make_node("map", fused_inputs, fn=ScalarFunction(fn.name, fn.symbols, body))
+
+    return _rebuild(outputs, transform)
+
+
+def simplify_bodies(outputs, log):
+    """Stabilise and simplify every map body with SymPy (``sympy.simplify`` on small bodies)."""
+
+    def transform(node, inputs):
+        if node.op != "map":
+            return None
+        fn = node.attrs["fn"]
+        body = _apply_body_rules(fn.body, log)
+        tidy = _simplify(body)
+        if tidy == fn.body and inputs == list(node.inputs):
+            return None
+        if tidy != body:
+            log.append(RewriteStep("simplify", str(body), str(tidy)))
+        return make_node("map", inputs, fn=ScalarFunction(fn.name, fn.symbols, tidy))
+
+    return _rebuild(outputs, transform)
+
+
+def _simplify(body: sympy.Expr) -> sympy.Expr:
+    tidy = sympy.factor_terms(sympy.cancel(body)) if body.is_rational_function() else body
+    if sympy.count_ops(body) <= SIMPLIFY_MAX_OPS:
+        candidate = sympy.simplify(body)
+        if sympy.count_ops(candidate) < sympy.count_ops(tidy):
+            tidy = candidate
+    return tidy if sympy.count_ops(tidy) <= sympy.count_ops(body) else body
+
+
+PASSES = (stabilise_logsumexp, fuse_elementwise, stabilise_bodies, simplify_bodies)
+
+
+def simplify(outputs) -> Rewritten:
+    """Apply the rewrites of :data:`PASSES` and return the new outputs with a log.
+
+    >>> import symbackprop as sb
+    >>> z, y = sb.input("z", (None,)), sb.input("y", (None,))
+    >>> (gz,) = sb.grad(sb.binary_cross_entropy(z, y), [z])
+    >>> result = sb.simplify(gz)
+    >>> result.outputs[0].attrs["fn"].body
+    (-x1 + sigmoid(x0))/x2
+    >>> print(sb.formula(result.outputs[0]))
+    ∂L/∂z = (sigmoid(z) − y)/n
+    """
+    single = isinstance(outputs, Tensor)
+    outputs = [outputs] if single else list(outputs)
+    log: list[RewriteStep] = []
+    current = outputs
+    for rewrite in PASSES:
+        current = rewrite(current, log)
+    _carry_adjoints(outputs, current)
+    return Rewritten(current, log)
+
+
+def _carry_adjoints(old, new):
+    """A rewritten gradient is still the gradient of the same thing, for formula labels."""
+    from .autodiff import adjoint_of
+
+    for before, after in zip(old, new):
+        if before in adjoint_of:
+            adjoint_of.setdefault(after, adjoint_of[before])
