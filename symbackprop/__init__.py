@@ -47,6 +47,8 @@ from .functions import (
 from .gradcheck import GradientCheckError, check_grads
 from .graph import Tensor, batch_size, const, input, param
 from .losses import binary_cross_entropy, mse, softmax_cross_entropy
+from .rewrite import Rewritten, simplify
+from .text import to_text, verify
 
 __version__ = "0.1.0"
 
@@ -55,6 +57,7 @@ __all__ = [
     "GradientCheckError",
     "GraphError",
     "MissingRuleError",
+    "Rewritten",
     "Tensor",
     "abs",
     "batch_size",
@@ -87,6 +90,7 @@ __all__ = [
     "relu",
     "reshape",
     "sigmoid",
+    "simplify",
     "softmax",
     "softmax_cross_entropy",
     "softplus",
@@ -94,6 +98,8 @@ __all__ = [
     "stop_gradient",
     "sum",
     "tanh",
+    "to_text",
     "transpose",
+    "verify",
     "where",
 ]

@@ -287,7 +287,7 @@ def simplify(outputs) -> Rewritten:
     >>> (gz,) = sb.grad(sb.binary_cross_entropy(z, y), [z])
     >>> result = sb.simplify(gz)
     >>> result.outputs[0].attrs["fn"].body
-    (-x1 + sigmoid(x0))/x2
+    (-x2 + sigmoid(x1))/x0
     >>> print(sb.formula(result.outputs[0]))
     ∂L/∂z = (sigmoid(z) − y)/n
     """
