@@ -260,13 +260,16 @@ class FormulaPrinter(StrPrinter):
             text += "/" + (f"({below})" if len(lower) > 1 or isinstance(lower[0], sympy.Add) else below)
         return text
 
+    scalar_view = False  # every symbol is a scalar: no ⊙
+
     def _join_product(self, factors):
         factors = sorted(factors, key=lambda f: (not f.is_number, not f.has(Dot)))
         numbers = [self._print(f) for f in factors if not _is_tensor(f)]
         tensors = [
             self.parenthesize(f, 45) if isinstance(f, sympy.Add) else self._print(f) for f in factors if _is_tensor(f)
         ]
-        return "·".join(numbers + [" ⊙ ".join(tensors)] if tensors else numbers)
+        hadamard = "·" if self.scalar_view else " ⊙ "
+        return "·".join(numbers + [hadamard.join(tensors)] if tensors else numbers)
 
     def _print_Pow(self, e, rational=False):
         base, power = e.args
@@ -363,7 +366,14 @@ class FormulaLatexPrinter(LatexPrinter):
         return text if coefficient == 1 else f"{self._print(coefficient)} {text}"
 
 
+class ScalarFormulaPrinter(FormulaPrinter):
+    """For the expanded view, where every symbol is one number."""
+
+    scalar_view = True
+
+
 _PRINT = FormulaPrinter({"order": "none"})
+_PRINT_SCALAR = ScalarFormulaPrinter({"order": "none"})
 _LATEX = FormulaLatexPrinter({"mul_symbol": None})
 
 
@@ -381,14 +391,17 @@ class Formula:
     a user can manipulate; in a notebook it renders as LaTeX.
     """
 
-    def __init__(self, definitions: list[tuple[str, sympy.Expr]], results: list[tuple[str, sympy.Expr]]):
-        self.definitions, self.results = definitions, results
+    def __init__(
+        self, definitions: list[tuple[str, sympy.Expr]], results: list[tuple[str, sympy.Expr]], scalar: bool = False
+    ):
+        self.definitions, self.results, self.scalar = definitions, results, scalar
 
     def lines(self) -> list[tuple[str, sympy.Expr]]:
         return self.definitions + self.results
 
     def __str__(self) -> str:
-        return "\n".join(f"{label} = {_PRINT.doprint(expr)}" for label, expr in self.lines())
+        printer = _PRINT_SCALAR if self.scalar else _PRINT
+        return "\n".join(f"{label} = {printer.doprint(expr)}" for label, expr in self.lines())
 
     def __repr__(self) -> str:
         return str(self)
