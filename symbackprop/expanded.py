@@ -14,8 +14,8 @@ import numpy as np
 import sympy
 
 from .errors import GraphError
-from .functions import _number
 from .evaluate import Env, eval_rules
+from .functions import _number
 from .graph import Tensor, topological_order
 
 # Inputs and parameters with more elements than this are refused: the view is for teaching.
