@@ -216,16 +216,16 @@ def _apply_body_rules(body: sympy.Expr, log) -> sympy.Expr:
 
 
 def stabilise_bodies(outputs, log):
-    """Apply :data:`BODY_RULES` to each map body composed with the unary maps feeding it.
+    """Apply :data:`BODY_RULES` to each map body composed with the maps feeding it.
 
-    Those producers are recomputed inside the body only where a rule fires, for example
-    ``log(sigmoid(z))`` becoming ``-softplus(-z)``, which never overflows.
+    Those producers are recomputed inside the body only where that pays: where a rule
+    fires (``log(sigmoid(z))`` becomes ``-softplus(-z)``, which never overflows) or where
+    the composed body simplifies to less work.
     """
 
     def producer(node):
         inner, wrappers = _through_wrappers(node)
-        unary = inner.op == "map" and len(inner.inputs) == 1
-        return inner if unary and (not wrappers or wrappers == [node]) else None
+        return inner if inner.op == "map" and (not wrappers or wrappers == [node]) else None
 
     def transform(node, inputs):
         if node.op != "map":
