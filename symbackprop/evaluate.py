@@ -128,7 +128,9 @@ def bind_inputs(outputs: Sequence[Tensor], feeds: Mapping) -> Env:
         bound[node] = array
     missing = [n.label for n in needed if n not in bound]
     if missing:
-        raise GraphError(f"no value fed for the input(s) {missing}")
+        unused = [key for key in feeds if isinstance(key, str) and key not in by_name]
+        hint = f" (the feeds name {unused}, which these outputs do not use)" if unused else ""
+        raise GraphError(f"no value fed for the input(s) {missing}{hint}")
     return Env(bound, batch)
 
 
@@ -147,7 +149,7 @@ def _check_feed(node: Tensor, value) -> np.ndarray:
         raise GraphError(f"input {name!r}: expected numbers ({node.dtype}), got {array.dtype}")
     if None in node.shape and 0 in array.shape:
         raise GraphError(f"input {name!r}: the batch is empty (shape {array.shape})")
-    return np.ascontiguousarray(array, dtype=node.dtype)
+    return np.asarray(array, dtype=node.dtype, order="C")  # ascontiguousarray would make () into (1,)
 
 
 def evaluate(outputs, feeds: Mapping | None = None):

@@ -7,7 +7,6 @@ node whose body reads ``1 - t**2``. Operands are broadcast explicitly with NumPy
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Sequence
 
 import numpy as np
@@ -81,7 +80,7 @@ def apply(fn: ScalarFunction, *operands) -> Tensor:
         operands = [x for i, x in enumerate(operands) if i not in numbers]
     like = next((x for x in operands if isinstance(x, Tensor)), None)
     tensors = [as_tensor(x, like) for x in operands]
-    shape = broadcast_shapes([x.shape for x in tensors], fn.name)
+    shape = broadcast_shapes([x.shape for x in tensors], f"{fn.name} of {', '.join(x.label for x in tensors)}")
     dtype = "float64" if any(x.dtype == "float64" for x in tensors) else "float32"
     fitted = []
     for x in tensors:
@@ -280,7 +279,13 @@ def reshape(x: Tensor, shape) -> Tensor:
 
 def transpose(x: Tensor, axes=None) -> Tensor:
     """Permute the axes (reverse them by default); ``x.T`` is the same."""
-    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(int(p) % builtins.max(x.ndim, 1) for p in axes)
+    if axes is None:
+        perm = tuple(reversed(range(x.ndim)))
+    else:
+        axes = tuple(axes)
+        if any(not isinstance(p, (int, np.integer)) or not -x.ndim <= p < x.ndim for p in axes):
+            raise GraphError(f"transpose of {x.label}: axes {axes!r} are out of range for a tensor of rank {x.ndim}")
+        perm = tuple(int(p) % x.ndim for p in axes)
     return x if perm == tuple(range(x.ndim)) else make_node("transpose", [x], perm=perm)
 
 

@@ -72,7 +72,7 @@ class Tensor:
             raise GraphError(
                 f"param {self.label}: the value has shape {array.shape}, expected {format_shape(self.shape)}"
             )
-        self._value = np.ascontiguousarray(array, dtype=self.dtype)
+        self._value = np.asarray(array, dtype=self.dtype, order="C")  # ascontiguousarray would make () into (1,)
 
     # -- operators: NumPy semantics, built from primitives in symbackprop.functions -----
     def __add__(self, other):

@@ -49,6 +49,11 @@ def softmax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
             )
         targets = F.one_hot(labels, logits.shape[1], logits.dtype)
     else:
+        if labels.shape == logits.shape[:1]:
+            raise GraphError(
+                f"softmax_cross_entropy: labels {labels.label} {format_shape(labels.shape)} are {labels.dtype}; "
+                f"class labels must be int64 (or give one-hot rows of shape {format_shape(logits.shape)})"
+            )
         _check_same_shape("softmax_cross_entropy", logits, labels)
         targets = labels
     return F.mean(-(targets * F.log_softmax(logits, axis=1)).sum(axis=1))

@@ -92,7 +92,7 @@ def _reduce(inputs, attrs):
 def _broadcast(inputs, attrs):
     (x,) = inputs
     target = attrs["shape"]
-    if len(x.shape) > len(target) or broadcast_shapes([x.shape, target], "broadcast") != target:
+    if len(x.shape) > len(target) or broadcast_shapes([x.shape, target], f"broadcast of {x.label}") != target:
         raise GraphError(f"broadcast: cannot broadcast {describe(x)} to {format_shape(target)}")
     return target, x.dtype
 

@@ -66,8 +66,8 @@ def clean_derivative(expr: sympy.Expr, where: str) -> sympy.Expr:
     becomes 0: derivatives are taken almost everywhere, as every framework does.
     """
     expr = expr.replace(sympy.DiracDelta, lambda *args: sympy.S.Zero)
-    expr = expr.replace(
-        lambda e: isinstance(e, sympy.Heaviside) and len(e.args) == 1,
+    expr = expr.replace(  # SymPy stores Heaviside(t) as Heaviside(t, 1/2)
+        lambda e: isinstance(e, sympy.Heaviside) and (len(e.args) == 1 or e.args[1] == sympy.S.Half),
         lambda e: sympy.Heaviside(e.args[0], 0),
     )
     leaks = expr.atoms(sympy.Derivative, sympy.Subs)
