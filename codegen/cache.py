@@ -1,0 +1,216 @@
+"""On-disk cache of compiled object code, keyed by everything that determines the machine code.
+
+Environment: ``SYMBACKPROP_CACHE=0`` turns the cache off; ``SYMBACKPROP_CACHE_DIR`` sets its
+directory (default ``$XDG_CACHE_HOME/symbackprop``, else ``~/.cache/symbackprop``).
+
+A file is ``<key>.o`` holding a fixed header (magic, format version, payload length, the
+SHA-256 of the payload, the key) and then the object code. A file whose header or checksum
+does not match is ignored and later overwritten: LLVM is never handed bytes that were not
+verified, since a damaged object file can crash the process inside the loader. Writes go to
+a temporary file in the same directory and are renamed into place, so readers never see a
+half-written file, even with several processes compiling at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import struct
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from codegen import debug
+from codegen.target import TargetSpec, versions_token
+
+__all__ = [
+    "CACHE_FORMAT_VERSION",
+    "cache_enabled",
+    "cache_dir",
+    "cache_key",
+    "load",
+    "store",
+    "clear",
+    "statistics",
+    "reset_statistics",
+]
+
+CACHE_FORMAT_VERSION = 1
+ENABLE_VAR = "SYMBACKPROP_CACHE"
+DIR_VAR = "SYMBACKPROP_CACHE_DIR"
+
+_MAGIC = b"SBPOBJC\0"
+_HEADER = struct.Struct("<8sIQ32s64s")
+_SUFFIX = ".o"
+
+_stats = {"hits": 0, "misses": 0, "stores": 0, "rejected": 0}
+
+
+def statistics() -> dict[str, int]:
+    """Return counts of cache hits, misses, stores and rejected (corrupt) files in this process.
+
+    Examples
+    --------
+    >>> sorted(statistics())
+    ['hits', 'misses', 'rejected', 'stores']
+    """
+    return dict(_stats)
+
+
+def reset_statistics() -> None:
+    """Set all counts returned by `statistics` to zero."""
+    for name in _stats:
+        _stats[name] = 0
+
+
+def cache_enabled() -> bool:
+    """Return False when ``SYMBACKPROP_CACHE`` is ``0`` (or ``false``/``no``/``off``)."""
+    return os.environ.get(ENABLE_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def cache_dir() -> Path:
+    """Return the cache directory (not created until something is stored).
+
+    Examples
+    --------
+    >>> os.environ[DIR_VAR] = "/tmp/sbp-cache"
+    >>> str(cache_dir())
+    '/tmp/sbp-cache'
+    >>> del os.environ[DIR_VAR]
+    """
+    explicit = os.environ.get(DIR_VAR)
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "symbackprop"
+
+
+def cache_key(ir_text: str, target: TargetSpec, options: str) -> str:
+    """Return the hex SHA-256 naming the object code of ``ir_text`` built for ``target``.
+
+    Parameters
+    ----------
+    ir_text : str
+        LLVM IR as given to the compiler, before optimisation.
+    target : TargetSpec
+        CPU name, features, triple (`TargetSpec.cache_token`).
+    options : str
+        Optimisation options, as `codegen.jit.CompileOptions.cache_token` spells them.
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+
+    Examples
+    --------
+    >>> spec = TargetSpec("x86_64-unknown-linux-gnu", "znver3", "+avx2")
+    >>> cache_key("ir", spec, "O3") == cache_key("ir", spec, "O2")
+    False
+    """
+    digest = hashlib.sha256()
+    for part in (f"format={CACHE_FORMAT_VERSION}", versions_token(), target.cache_token(), options, ir_text):
+        data = part.encode("utf-8")
+        # Length-prefix each part so that moving text from one part to the next changes the key.
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _path(key: str) -> Path:
+    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        raise ValueError(f"cache key must be 64 lowercase hex digits, got {key!r}")
+    return cache_dir() / f"{key}{_SUFFIX}"
+
+
+def _decode(blob: bytes, key: str) -> bytes | None:
+    """Return the payload of a cache file, or None if it is not a complete, intact entry."""
+    if len(blob) < _HEADER.size:
+        return None
+    magic, version, length, checksum, stored_key = _HEADER.unpack_from(blob)
+    if magic != _MAGIC or version != CACHE_FORMAT_VERSION or stored_key != key.encode("ascii"):
+        return None
+    payload = blob[_HEADER.size :]
+    if len(payload) != length or hashlib.sha256(payload).digest() != checksum:
+        return None
+    return payload
+
+
+def load(key: str, validate: Callable[[bytes], object] | None = None) -> bytes | None:
+    """Return the verified object code stored under ``key``, or None.
+
+    Parameters
+    ----------
+    key : str
+        From `cache_key`.
+    validate : callable, optional
+        Further check of an intact payload; raising ValueError rejects it.
+
+    Returns
+    -------
+    bytes or None
+        None on a miss. A damaged file counts as rejected, and as a miss.
+    """
+    path = _path(key)
+    try:
+        blob = path.read_bytes()
+    except OSError:
+        _stats["misses"] += 1
+        debug.log(1, f"cache miss   {key[:16]} ({path.parent})")
+        return None
+    payload = _decode(blob, key)
+    if payload is not None and validate is not None:
+        try:
+            validate(payload)
+        except ValueError:
+            payload = None
+    if payload is None:
+        _stats["rejected"] += 1
+        _stats["misses"] += 1
+        debug.log(1, f"cache reject {key[:16]}: damaged file {path}, rebuilding")
+        return None
+    _stats["hits"] += 1
+    debug.log(1, f"cache hit    {key[:16]} ({path})")
+    return payload
+
+
+def store(key: str, payload: bytes) -> bool:
+    """Write ``payload`` under ``key`` atomically; return False (with a warning) if it cannot.
+
+    A cache that cannot be written never stops compilation.
+    """
+    path = _path(key)
+    header = _HEADER.pack(_MAGIC, CACHE_FORMAT_VERSION, len(payload), hashlib.sha256(payload).digest(), key.encode())
+    tmp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{key[:16]}-", suffix=".tmp", delete=False) as tmp:
+            tmp_name = tmp.name
+            tmp.write(header)
+            tmp.write(payload)
+        os.replace(tmp_name, path)
+    except OSError as exc:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+        warnings.warn(f"symbackprop: cannot write the code cache at {path.parent}: {exc}", RuntimeWarning, stacklevel=2)
+        return False
+    _stats["stores"] += 1
+    debug.log(1, f"cache store  {key[:16]} ({len(payload)} bytes)")
+    return True
+
+
+def clear() -> int:
+    """Delete every cache entry in `cache_dir`; return how many files were removed."""
+    removed = 0
+    directory = cache_dir()
+    if not directory.is_dir():
+        return 0
+    for entry in directory.iterdir():
+        if entry.suffix in (_SUFFIX, ".tmp") and entry.is_file():
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                removed += 1
+    return removed

@@ -1,0 +1,68 @@
+"""Debug output of the back end on stderr, controlled by ``SYMBACKPROP_DEBUG``.
+
+Levels: 0 or unset, silent; 1, stage names and timings; 2, also the optimised LLVM IR;
+3, also the assembly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+
+__all__ = ["debug_level", "log", "stage"]
+
+ENV_VAR = "SYMBACKPROP_DEBUG"
+
+
+def debug_level() -> int:
+    """Return the level set in ``SYMBACKPROP_DEBUG``, read afresh on every call.
+
+    Examples
+    --------
+    >>> os.environ[ENV_VAR] = "2"
+    >>> debug_level()
+    2
+    >>> del os.environ[ENV_VAR]
+    >>> debug_level()
+    0
+    """
+    raw = os.environ.get(ENV_VAR, "").strip()
+    if not raw:
+        return 0
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        warnings.warn(f"{ENV_VAR}={raw!r} is not an integer level 0-3; debug output is off", stacklevel=2)
+        return 0
+
+
+def log(level: int, message: str) -> None:
+    """Print ``message`` to stderr when the debug level is at least ``level``."""
+    if debug_level() >= level:
+        print(f"[symbackprop] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def stage(name: str, timings: dict[str, float] | None = None) -> Iterator[None]:
+    """Time a stage of compilation; record it in ``timings`` and log it at level 1.
+
+    Examples
+    --------
+    >>> t = {}
+    >>> with stage("parse", t):
+    ...     pass
+    >>> list(t)
+    ['parse']
+    """
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        elapsed = time.perf_counter() - start
+        if timings is not None:
+            timings[name] = timings.get(name, 0.0) + elapsed
+        log(1, f"{name:<12} {elapsed * 1e3:9.3f} ms")

@@ -1,0 +1,302 @@
+"""Compile LLVM IR to native functions in this process, through the on-disk object cache.
+
+Pipeline: parse, verify, optimise (`codegen.target.optimize`), emit object code, read its
+symbol table, check every symbol it needs exists in the process, load it into an MCJIT
+engine. On a cache hit the first four stages are skipped. ``SYMBACKPROP_DEBUG=1`` prints the
+stages and their timings on stderr, ``=2`` also the optimised IR, ``=3`` also the assembly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+
+import llvmlite.binding as llvm
+import llvmlite.ir as ir
+
+from codegen import cache, debug
+from codegen.objfile import ObjectSymbols, read_symbols
+from codegen.target import (
+    emit_assembly,
+    engine_target_machine,
+    host_spec,
+    host_target_machine,
+    optimize,
+    prepare_module,
+)
+
+__all__ = ["CompileOptions", "CompileError", "UnresolvedSymbolError", "CompiledModule", "compile_ir"]
+
+# LLVM contexts and target machines are not thread-safe; compilation is serialised.
+_LLVM_LOCK = threading.RLock()
+
+
+class CompileError(RuntimeError):
+    """The IR could not be parsed, verified or compiled."""
+
+
+class UnresolvedSymbolError(CompileError):
+    """The compiled code refers to symbols that this process does not define.
+
+    Attributes
+    ----------
+    symbols : tuple of str
+        The missing symbol names.
+    """
+
+    def __init__(self, symbols: tuple[str, ...]):
+        self.symbols = symbols
+        names = ", ".join(repr(s) for s in symbols)
+        super().__init__(
+            f"unresolved external symbol(s) {names}: declare only functions that exist in the process, "
+            "or load their library first (llvmlite.binding.load_library_permanently)"
+        )
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Optimisation options; every field is part of the cache key.
+
+    Parameters
+    ----------
+    speed_level : int
+        0 to 3, as ``-O0`` to ``-O3``.
+    vectorize : bool
+        Run the loop and SLP vectorizers.
+
+    Examples
+    --------
+    >>> CompileOptions().cache_token()
+    'speed_level=3;vectorize=True'
+    """
+
+    speed_level: int = 3
+    vectorize: bool = True
+
+    def __post_init__(self) -> None:
+        if type(self.speed_level) is not int or not 0 <= self.speed_level <= 3:
+            raise ValueError(f"speed_level must be an int from 0 to 3, got {self.speed_level!r}")
+        if not isinstance(self.vectorize, bool):
+            raise TypeError(f"vectorize must be a bool, got {type(self.vectorize).__name__}")
+
+    def cache_token(self) -> str:
+        """The options as one string, for the cache key."""
+        return f"speed_level={self.speed_level};vectorize={self.vectorize}"
+
+
+class CompiledModule:
+    """Native code of one LLVM module, loaded into an execution engine that this object owns.
+
+    The functions' addresses stay valid exactly as long as this object lives; callables
+    from `function` keep it alive. Do not construct directly: use `compile_ir`.
+
+    Attributes
+    ----------
+    functions : tuple of str
+        Names of the functions defined by the module.
+    from_cache : bool
+        True if the object code was loaded from the disk cache rather than compiled.
+    key : str
+        Cache key of the object code.
+    timings : dict of str to float
+        Seconds spent in each stage.
+    """
+
+    def __init__(
+        self,
+        ir_text: str,
+        options: CompileOptions,
+        object_code: bytes,
+        symbols: ObjectSymbols,
+        engine: llvm.ExecutionEngine,
+        key: str,
+        from_cache: bool,
+        timings: dict[str, float],
+    ):
+        self._ir = ir_text
+        self._options = options
+        self._engine = engine
+        self._optimized_ir: str | None = None
+        self._assembly: str | None = None
+        self.object_code = object_code
+        self.functions = symbols.functions
+        self.key = key
+        self.from_cache = from_cache
+        self.timings = timings
+
+    def __repr__(self) -> str:
+        source = "cache" if self.from_cache else "compiled"
+        return f"<CompiledModule {', '.join(self.functions)} ({source}, key {self.key[:12]})>"
+
+    def address(self, name: str) -> int:
+        """Return the address of function ``name``; valid while this object lives.
+
+        Raises
+        ------
+        KeyError
+            If the module defines no function of that name.
+        """
+        if name not in self.functions:
+            raise KeyError(f"no function {name!r} in this module; it defines {list(self.functions)}")
+        address = self._engine.get_function_address(name)
+        if not address:
+            raise KeyError(f"function {name!r} has no address in the execution engine")
+        return address
+
+    def function(self, name: str, restype, *argtypes) -> ctypes._CFuncPtr:
+        """Return a ctypes callable for function ``name`` that keeps this module alive.
+
+        Parameters
+        ----------
+        name : str
+            Function name.
+        restype : ctypes type or None
+            Return type (None for void).
+        *argtypes : ctypes types
+            Parameter types, which must match the IR signature.
+        """
+        prototype = ctypes.CFUNCTYPE(restype, *argtypes)
+        fn = prototype(self.address(name))
+        fn._compiled_module = self
+        return fn
+
+    @property
+    def ir(self) -> str:
+        """The LLVM IR as given, before optimisation."""
+        return self._ir
+
+    @property
+    def optimized_ir(self) -> str:
+        """The LLVM IR after optimisation (recomputed on first access after a cache hit)."""
+        if self._optimized_ir is None:
+            self._inspect()
+        return self._optimized_ir
+
+    @property
+    def assembly(self) -> str:
+        """The host assembly of the optimised module (computed on first access)."""
+        if self._assembly is None:
+            self._inspect()
+        return self._assembly
+
+    def _inspect(self) -> None:
+        """Rebuild the optimised module from the IR; code generation mutates it, hence a fresh copy."""
+        with _LLVM_LOCK:
+            module_ref = _parse_and_verify(self._ir)
+            optimize(module_ref, self._options.speed_level, vectorize=self._options.vectorize)
+            if self._optimized_ir is None:
+                self._optimized_ir = str(module_ref)
+            self._assembly = emit_assembly(module_ref)
+
+
+def _parse_and_verify(ir_text: str) -> llvm.ModuleRef:
+    try:
+        module_ref = llvm.parse_assembly(ir_text)
+        module_ref.verify()
+    except RuntimeError as exc:
+        raise CompileError(f"invalid LLVM IR: {exc}") from exc
+    return module_ref
+
+
+def _ir_text(module: ir.Module | str) -> str:
+    if isinstance(module, ir.Module):
+        return str(module)
+    if isinstance(module, str):
+        return module
+    raise TypeError(f"module must be an llvmlite.ir.Module or LLVM IR text, got {type(module).__name__}")
+
+
+def _compile_object(ir_text: str, options: CompileOptions, timings: dict[str, float]) -> tuple[bytes, str | None]:
+    """Return the object code of the IR and, when debugging at level 2+, the optimised IR."""
+    with debug.stage("parse", timings):
+        module_ref = _parse_and_verify(ir_text)
+    with debug.stage("optimize", timings):
+        optimize(module_ref, options.speed_level, vectorize=options.vectorize)
+    optimized_ir = str(module_ref) if debug.debug_level() >= 2 else None
+    with debug.stage("codegen", timings):
+        object_code = host_target_machine().emit_object(module_ref)
+    return object_code, optimized_ir
+
+
+def _new_engine() -> llvm.ExecutionEngine:
+    """An engine with an empty module; its creation also makes the process's symbols visible to LLVM."""
+    machine = engine_target_machine()
+    return llvm.create_mcjit_compiler(prepare_module(llvm.parse_assembly(""), machine), machine)
+
+
+def compile_ir(
+    module: ir.Module | str,
+    *,
+    options: CompileOptions | None = None,
+    use_cache: bool = True,
+) -> CompiledModule:
+    """Compile LLVM IR for the host CPU and load it, using the disk cache.
+
+    Parameters
+    ----------
+    module : llvmlite.ir.Module or str
+        The module, or its IR text.
+    options : CompileOptions, optional
+        Optimisation options; defaults to ``CompileOptions()``.
+    use_cache : bool
+        Read and write the disk cache (``SYMBACKPROP_CACHE=0`` turns it off regardless).
+
+    Returns
+    -------
+    CompiledModule
+
+    Raises
+    ------
+    CompileError
+        If the IR does not parse or verify.
+    UnresolvedSymbolError
+        If the code needs a symbol the process does not define (checked before loading,
+        since the loader would otherwise crash).
+
+    Examples
+    --------
+    >>> import ctypes
+    >>> cm = compile_ir("define i64 @twice(i64 %x) { %y = add i64 %x, %x\\n ret i64 %y }", use_cache=False)
+    >>> cm.function("twice", ctypes.c_int64, ctypes.c_int64)(21)
+    42
+    """
+    ir_text = _ir_text(module)
+    options = CompileOptions() if options is None else options
+    if not isinstance(options, CompileOptions):
+        raise TypeError(f"options must be a CompileOptions, got {type(options).__name__}")
+    use_cache = bool(use_cache) and cache.cache_enabled()
+    timings: dict[str, float] = {}
+    with _LLVM_LOCK:
+        key = cache.cache_key(ir_text, host_spec(), options.cache_token())
+        debug.log(1, f"module {key[:16]}: {len(ir_text)} characters of IR, {options.cache_token()}")
+        cached = _cached_object(key) if use_cache else None
+        from_cache = cached is not None
+        optimized_ir = None
+        if cached is not None:
+            object_code, symbols = cached
+        else:
+            object_code, optimized_ir = _compile_object(ir_text, options, timings)
+            symbols = read_symbols(object_code)
+            if use_cache:
+                cache.store(key, object_code)
+        with debug.stage("load", timings):
+            engine = _new_engine()
+            missing = tuple(name for name in symbols.undefined if llvm.address_of_symbol(name) is None)
+            if missing:
+                raise UnresolvedSymbolError(missing)
+            engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
+            engine.finalize_object()
+    compiled = CompiledModule(ir_text, options, object_code, symbols, engine, key, from_cache, timings)
+    compiled._optimized_ir = optimized_ir
+    if debug.debug_level() >= 2:
+        debug.log(2, f"optimized IR:\n{compiled.optimized_ir}")
+    if debug.debug_level() >= 3:
+        debug.log(3, f"assembly:\n{compiled.assembly}")
+    return compiled
+
+
+def _cached_object(key: str) -> tuple[bytes, ObjectSymbols] | None:
+    """Return cached object code and its symbols, or None on a miss or a damaged entry."""
+    object_code = cache.load(key, validate=read_symbols)
+    return None if object_code is None else (object_code, read_symbols(object_code))

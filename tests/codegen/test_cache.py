@@ -1,0 +1,172 @@
+"""The on-disk object-code cache: hits across processes, keys, damaged files, switches."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from codegen import cache
+from codegen.jit import CompileOptions, compile_ir
+from codegen.objfile import read_symbols
+from codegen.target import TargetSpec, host_spec
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Compiles the sample kernel, runs it, and reports where its code came from.
+CHILD = """
+import ctypes, json, sys
+import numpy as np
+from codegen import cache
+from codegen.jit import compile_ir
+cm = compile_ir(sys.stdin.read())
+a = np.arange(8, dtype=np.float32)
+out = np.empty_like(a)
+cm.function("vadd", None, *[ctypes.c_void_p] * 3, ctypes.c_int64)(out.ctypes.data, a.ctypes.data, a.ctypes.data, 8)
+print(json.dumps({"from_cache": cm.from_cache, "stats": cache.statistics(), "out": out.tolist()}))
+"""
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    directory = tmp_path / "cache"
+    monkeypatch.setenv(cache.DIR_VAR, str(directory))
+    monkeypatch.delenv(cache.ENABLE_VAR, raising=False)
+    cache.reset_statistics()
+    return directory
+
+
+def _entries(directory):
+    return sorted(directory.glob("*.o")) if directory.exists() else []
+
+
+def _run_child(vadd_ir, directory, debug="0"):
+    env = dict(os.environ, SYMBACKPROP_CACHE_DIR=str(directory), SYMBACKPROP_DEBUG=debug)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD], input=vadd_ir, capture_output=True, text=True, env=env, timeout=120, check=True
+    )
+    return json.loads(done.stdout.splitlines()[-1]), done.stderr
+
+
+def test_second_process_loads_object_code_from_cache(vadd_ir, cache_dir):
+    first, _ = _run_child(vadd_ir, cache_dir)
+    second, log = _run_child(vadd_ir, cache_dir, debug="1")
+    assert first["from_cache"] is False
+    assert first["stats"]["stores"] == 1 and first["stats"]["hits"] == 0
+    assert second["from_cache"] is True
+    assert second["stats"] == {"hits": 1, "misses": 0, "stores": 0, "rejected": 0}
+    assert "cache hit" in log and "] optimize" not in log and "] codegen" not in log
+    assert first["out"] == second["out"] == [2.0 * i for i in range(8)]
+    assert len(_entries(cache_dir)) == 1
+
+
+def test_key_depends_on_ir_options_target_and_nothing_else(vadd_ir):
+    spec = host_spec()
+    options = CompileOptions().cache_token()
+    key = cache.cache_key(vadd_ir, spec, options)
+    assert key == cache.cache_key(vadd_ir, spec, options)
+    variants = [
+        cache.cache_key(vadd_ir.replace("fadd", "fsub"), spec, options),
+        cache.cache_key(vadd_ir, spec, CompileOptions(speed_level=2).cache_token()),
+        cache.cache_key(vadd_ir, spec, CompileOptions(vectorize=False).cache_token()),
+        cache.cache_key(vadd_ir, TargetSpec(spec.triple, "generic", spec.features), options),
+        cache.cache_key(vadd_ir, TargetSpec(spec.triple, spec.cpu, spec.features + ",-avx2"), options),
+    ]
+    assert len({key, *variants}) == len(variants) + 1
+
+
+def test_changed_options_compile_to_a_new_entry(vadd_ir, cache_dir):
+    assert compile_ir(vadd_ir).from_cache is False
+    assert compile_ir(vadd_ir, options=CompileOptions(speed_level=2)).from_cache is False
+    assert compile_ir(vadd_ir).from_cache is True
+    assert len(_entries(cache_dir)) == 2
+    assert cache.statistics()["stores"] == 2
+
+
+def _damage_truncate(blob):
+    return blob[: len(blob) // 2]
+
+
+def _damage_flip_payload_byte(blob):
+    middle = len(blob) - 100
+    return blob[:middle] + bytes([blob[middle] ^ 0xFF]) + blob[middle + 1 :]
+
+
+def _damage_header(blob):
+    return b"garbage!" + blob[8:]
+
+
+def _damage_empty(blob):
+    return b""
+
+
+@pytest.mark.parametrize("damage", [_damage_truncate, _damage_flip_payload_byte, _damage_header, _damage_empty])
+def test_damaged_entry_is_ignored_and_rebuilt(vadd_ir, cache_dir, damage):
+    original = compile_ir(vadd_ir)
+    (entry,) = _entries(cache_dir)
+    good = entry.read_bytes()
+    entry.write_bytes(damage(good))
+    cache.reset_statistics()
+    rebuilt = compile_ir(vadd_ir)
+    assert rebuilt.from_cache is False
+    assert cache.statistics()["rejected"] == 1 and cache.statistics()["stores"] == 1
+    assert entry.read_bytes() == good
+    assert rebuilt.object_code == original.object_code
+    assert compile_ir(vadd_ir).from_cache is True
+
+
+def test_intact_entry_that_is_not_an_object_file_is_rejected(vadd_ir, cache_dir):
+    # Right header and checksum around bytes that are not ELF: only the object check catches it.
+    key = compile_ir(vadd_ir).key
+    cache.store(key, b"\x00" * 256)
+    cache.reset_statistics()
+    assert compile_ir(vadd_ir).from_cache is False
+    assert cache.statistics()["rejected"] == 1
+    read_symbols(cache.load(key))
+
+
+def test_cache_switched_off_by_environment_writes_nothing(vadd_ir, cache_dir, monkeypatch):
+    monkeypatch.setenv(cache.ENABLE_VAR, "0")
+    assert compile_ir(vadd_ir).from_cache is False
+    assert compile_ir(vadd_ir).from_cache is False
+    assert not cache_dir.exists()
+    assert cache.statistics() == {"hits": 0, "misses": 0, "stores": 0, "rejected": 0}
+
+
+def test_use_cache_false_writes_nothing(vadd_ir, cache_dir):
+    compile_ir(vadd_ir, use_cache=False)
+    assert not cache_dir.exists()
+
+
+def test_writes_leave_no_temporary_files(vadd_ir, cache_dir):
+    compile_ir(vadd_ir)
+    compile_ir(vadd_ir.replace("fadd", "fmul"))
+    assert sorted(p.suffix for p in cache_dir.iterdir()) == [".o", ".o"]
+
+
+def test_unwritable_cache_warns_and_still_compiles(vadd_ir, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv(cache.DIR_VAR, str(blocker / "cache"))
+    with pytest.warns(RuntimeWarning, match="cannot write the code cache"):
+        cm = compile_ir(vadd_ir)
+    assert cm.functions == ("vadd",)
+
+
+def test_default_directory_follows_xdg_then_home(monkeypatch, tmp_path):
+    monkeypatch.delenv(cache.DIR_VAR, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.cache_dir() == tmp_path / "xdg" / "symbackprop"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache.cache_dir() == tmp_path / "home" / ".cache" / "symbackprop"
+
+
+def test_clear_removes_entries(vadd_ir, cache_dir):
+    compile_ir(vadd_ir)
+    assert cache.clear() == 1
+    assert _entries(cache_dir) == []
+    assert compile_ir(vadd_ir).from_cache is False

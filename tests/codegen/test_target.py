@@ -1,0 +1,72 @@
+"""Target description, 512-bit vector preference, and the optimisation pipeline."""
+
+import re
+
+import llvmlite.binding as llvm
+import pytest
+
+from codegen.target import (
+    TargetSpec,
+    emit_assembly,
+    host_spec,
+    optimize,
+    target_machine,
+    vector_features,
+)
+
+
+def test_host_spec_uses_host_cpu_name_and_features():
+    spec = host_spec()
+    assert spec.cpu == llvm.get_host_cpu_name()
+    assert spec.triple == llvm.get_process_triple()
+    host_flags = set(llvm.get_host_cpu_features().flatten().split(","))
+    assert host_flags <= set(spec.features.split(","))
+
+
+@pytest.mark.parametrize(
+    "features, expected",
+    [
+        ("+avx2,+fma", "+avx2,+fma"),
+        ("+avx2,-avx512f", "+avx2,-avx512f"),
+        ("+avx512f", "+avx512f,-prefer-256-bit"),
+        ("+avx512f,-prefer-256-bit", "+avx512f,-prefer-256-bit"),
+        ("", ""),
+    ],
+)
+def test_vector_features_drops_256_bit_preference_only_with_avx512(features, expected):
+    assert vector_features(features) == expected
+
+
+def _register_counts(vadd_ir, spec):
+    module = llvm.parse_assembly(vadd_ir)
+    machine = target_machine(spec)
+    optimize(module, machine=machine)
+    asm = emit_assembly(module, machine)
+    return {reg: len(re.findall(rf"%{reg}\d", asm)) for reg in ("xmm", "ymm", "zmm")}
+
+
+def test_avx512_cpu_gets_zmm_loops_only_with_adjusted_features(vadd_ir):
+    # Assembly for another CPU can be generated (not run) on any x86-64 host.
+    if not host_spec().triple.startswith("x86_64"):
+        pytest.skip("x86-64 only")
+    triple = host_spec().triple
+    plain = _register_counts(vadd_ir, TargetSpec(triple, "skylake-avx512", "+avx512f"))
+    adjusted = _register_counts(vadd_ir, TargetSpec(triple, "skylake-avx512", vector_features("+avx512f")))
+    print(f"skylake-avx512 as tuned by LLVM: {plain}; with -prefer-256-bit: {adjusted}")
+    assert plain["zmm"] == 0 and plain["ymm"] > 0
+    assert adjusted["zmm"] > 0
+
+
+def test_optimize_vectorizes_for_the_host_and_can_be_told_not_to(vadd_ir):
+    lanes = host_spec().vector_bits // 32
+    vectorized = str(optimize(llvm.parse_assembly(vadd_ir)))
+    scalar = str(optimize(llvm.parse_assembly(vadd_ir), vectorize=False))
+    assert f"<{lanes} x float>" in vectorized
+    assert "x float>" not in scalar
+    assert host_spec().triple in vectorized
+
+
+@pytest.mark.parametrize("level", [-1, 4, 2.5])
+def test_optimize_rejects_bad_speed_level(vadd_ir, level):
+    with pytest.raises(ValueError, match="speed_level"):
+        optimize(llvm.parse_assembly(vadd_ir), level)
