@@ -8,6 +8,7 @@ one of these graphs (checked in test_op_tables.py).
 import numpy as np
 import pytest
 import sympy
+from graph_builder import Builder
 
 import symbackprop as sb
 from symbackprop.autodiff import vjp_rules
@@ -208,13 +209,15 @@ GRADIENT_CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(GRADIENT_CASES))
-def test_gradient_matches_central_differences(name, builder):
+def test_gradient_matches_central_differences(name):
+    builder = Builder()
     out, wrt = GRADIENT_CASES[name](builder)
     checks = sb.check_grads(builder.scalar(out), wrt, builder.feeds, order=2)
     assert [c.order for c in checks] == [1, 2]
 
 
-def test_check_grads_catches_a_wrong_rule(monkeypatch, builder):
+def test_check_grads_catches_a_wrong_rule(monkeypatch):
+    builder = Builder()
     right = vjp_rules["matmul"]
     monkeypatch.setitem(vjp_rules, "matmul", lambda node, g: (right(node, g)[0], 1.01 * right(node, g)[1]))
     out, wrt = matmul_case(builder)
@@ -227,7 +230,8 @@ def hvp(loss, w, v):
     return sb.grad((gw * v).sum(), [w])[0]
 
 
-def test_hessian_vector_product_matches_differences_of_the_gradient(builder):
+def test_hessian_vector_product_matches_differences_of_the_gradient():
+    builder = Builder()
     x, labels = builder.input("x", (None, 3)), builder.labels("labels", (None,), 4)
     W, V = builder.input("W", (3, 4)), builder.input("V", (3, 4))
     loss = sb.softmax_cross_entropy(sb.tanh(x @ W) * 2.0, labels)
@@ -243,7 +247,8 @@ def test_hessian_vector_product_matches_differences_of_the_gradient(builder):
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-9)
 
 
-def test_hessian_vector_product_of_a_quadratic_form_is_exact(builder):
+def test_hessian_vector_product_of_a_quadratic_form_is_exact():
+    builder = Builder()
     A = builder.values((4, 4))
     W, V = builder.input("W", (4, 2)), builder.input("V", (4, 2))
     loss = (W * (sb.const(A) @ W)).sum()
@@ -251,14 +256,16 @@ def test_hessian_vector_product_of_a_quadratic_form_is_exact(builder):
     np.testing.assert_allclose(sb.evaluate(hvp(loss, W, V), builder.feeds), expected, rtol=1e-12)
 
 
-def test_gradient_of_a_tensor_the_output_ignores_is_zero(builder):
+def test_gradient_of_a_tensor_the_output_ignores_is_zero():
+    builder = Builder()
     x, W = builder.input("x", (None, 3)), builder.param("W", (2, 5))
     gW = sb.grad(sb.tanh(x).sum(), [W])[0]
     assert gW.shape == (2, 5)
     np.testing.assert_array_equal(sb.evaluate(gW, builder.feeds), np.zeros((2, 5)))
 
 
-def test_stop_gradient_blocks_the_gradient(builder):
+def test_stop_gradient_blocks_the_gradient():
+    builder = Builder()
     x = builder.input("x", (3,))
     gx = sb.grad((sb.stop_gradient(x) * x).sum(), x)
     np.testing.assert_array_equal(sb.evaluate(gx, builder.feeds), builder.feeds["x"])

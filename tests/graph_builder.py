@@ -1,7 +1,10 @@
-"""Shared helpers: a builder of small random graphs with their feeds."""
+"""A builder of small random graphs with their feeds, shared by the test modules.
+
+A plain module rather than a conftest.py fixture: tests/codegen has a conftest.py of its
+own, and two rootless conftest modules with one basename cannot be collected together.
+"""
 
 import numpy as np
-import pytest
 
 import symbackprop as sb
 
@@ -43,8 +46,3 @@ class Builder:
         """A scalar that depends on every element of ``t`` with distinct weights, nonlinearly."""
         p = self.input(f"weights{len(self.feeds)}", t.shape)
         return (p * t + t * t).sum()
-
-
-@pytest.fixture
-def builder():
-    return Builder()
