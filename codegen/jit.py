@@ -28,6 +28,9 @@ from codegen.target import (
 
 __all__ = ["CompileOptions", "CompileError", "UnresolvedSymbolError", "CompiledModule", "compile_ir"]
 
+# Symbols that MCJIT's loader (RuntimeDyld) defines itself rather than looking up.
+_LOADER_SYMBOLS = frozenset({"_GLOBAL_OFFSET_TABLE_"})
+
 # LLVM contexts and target machines are not thread-safe; compilation is serialised.
 _LLVM_LOCK = threading.RLock()
 
@@ -270,7 +273,8 @@ def compile_ir(
     with _LLVM_LOCK:
         key = cache.cache_key(ir_text, host_spec(), options.cache_token())
         debug.log(1, f"module {key[:16]}: {len(ir_text)} characters of IR, {options.cache_token()}")
-        cached = _cached_object(key) if use_cache else None
+        with debug.stage("cache", timings):
+            cached = _cached_object(key) if use_cache else None
         from_cache = cached is not None
         optimized_ir = None
         if cached is not None:
@@ -282,7 +286,11 @@ def compile_ir(
                 cache.store(key, object_code)
         with debug.stage("load", timings):
             engine = _new_engine()
-            missing = tuple(name for name in symbols.undefined if llvm.address_of_symbol(name) is None)
+            missing = tuple(
+                name
+                for name in symbols.undefined
+                if name not in _LOADER_SYMBOLS and llvm.address_of_symbol(name) is None
+            )
             if missing:
                 raise UnresolvedSymbolError(missing)
             engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))

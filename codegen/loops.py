@@ -22,8 +22,8 @@ def llvm_float_type(dtype: np.dtype | str) -> ir.Type:
 
     Examples
     --------
-    >>> llvm_float_type("float32")
-    FloatType()
+    >>> str(llvm_float_type("float32")), str(llvm_float_type(np.float64))
+    ('float', 'double')
     """
     dtype = np.dtype(dtype)
     if dtype == np.float32:

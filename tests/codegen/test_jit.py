@@ -164,3 +164,7 @@ def test_debug_levels_print_stages_ir_and_assembly(vadd_ir, monkeypatch, capsys)
     monkeypatch.setenv("SYMBACKPROP_DEBUG", "0")
     compile_ir(vadd_ir, use_cache=False)
     assert capsys.readouterr().err == ""
+    monkeypatch.setenv("SYMBACKPROP_DEBUG", "verbose")
+    with pytest.warns(UserWarning, match="SYMBACKPROP_DEBUG='verbose'"):
+        compile_ir(vadd_ir, use_cache=False)
+    assert capsys.readouterr().err == ""
