@@ -116,11 +116,12 @@ class CompiledModule:
         key: str,
         from_cache: bool,
         timings: dict[str, float],
+        optimized_ir: str | None = None,
     ):
         self._ir = ir_text
         self._options = options
         self._engine = engine
-        self._optimized_ir: str | None = None
+        self._optimized_ir = optimized_ir
         self._assembly: str | None = None
         self.object_code = object_code
         self.functions = symbols.functions
@@ -273,8 +274,10 @@ def compile_ir(
     with _LLVM_LOCK:
         key = cache.cache_key(ir_text, host_spec(), options.cache_token())
         debug.log(1, f"module {key[:16]}: {len(ir_text)} characters of IR, {options.cache_token()}")
-        with debug.stage("cache", timings):
-            cached = _cached_object(key) if use_cache else None
+        cached = None
+        if use_cache:
+            with debug.stage("cache", timings):
+                cached = _cached_object(key)
         from_cache = cached is not None
         optimized_ir = None
         if cached is not None:
@@ -295,8 +298,7 @@ def compile_ir(
                 raise UnresolvedSymbolError(missing)
             engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
             engine.finalize_object()
-    compiled = CompiledModule(ir_text, options, object_code, symbols, engine, key, from_cache, timings)
-    compiled._optimized_ir = optimized_ir
+    compiled = CompiledModule(ir_text, options, object_code, symbols, engine, key, from_cache, timings, optimized_ir)
     if debug.debug_level() >= 2:
         debug.log(2, f"optimized IR:\n{compiled.optimized_ir}")
     if debug.debug_level() >= 3:

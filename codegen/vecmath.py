@@ -105,6 +105,8 @@ class _Emitter:
     def __init__(self, builder: ir.IRBuilder, value: ir.Value):
         if not isinstance(builder, ir.IRBuilder):
             raise TypeError(f"builder must be an llvmlite.ir.IRBuilder, got {type(builder).__name__}")
+        if builder.block is None:
+            raise ValueError("builder must be positioned in a basic block of a function")
         if not isinstance(value, ir.Value):
             raise TypeError(f"value must be an llvmlite.ir.Value, got {type(value).__name__}")
         ty = value.type

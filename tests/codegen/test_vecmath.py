@@ -282,3 +282,5 @@ def test_bad_exponents_and_names_are_rejected():
         vecmath.pow(builder, arg, ir.Constant(ir.DoubleType(), 2.0))
     with pytest.raises(KeyError, match="cosh"):
         vecmath.emit_unary(builder, "cosh", arg)
+    with pytest.raises(ValueError, match="positioned"):
+        vecmath.exp(ir.IRBuilder(), arg)
