@@ -181,7 +181,6 @@ def grad(y: Tensor, wrt):
         g = cotangent.get(target)
         if g is None:
             g = zeros_like(target)
-        else:
-            adjoint_of.setdefault(g, (target, y))
+        adjoint_of[g] = (target, y)  # the requested name wins over an intermediate's
         results.append(g)
     return results[0] if single else results

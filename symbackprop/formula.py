@@ -241,6 +241,9 @@ class FormulaPrinter(StrPrinter):
     def _print_Heaviside(self, e):
         return f"[{self._print(e.args[0])} > 0]"
 
+    def _print_Abs(self, e):
+        return f"|{self._print(e.args[0])}|"
+
     def _print_Max(self, e):
         return f"max({', '.join(self._print(a) for a in sorted(e.args, key=lambda a: a.is_number))})"
 
@@ -273,6 +276,8 @@ class FormulaPrinter(StrPrinter):
 
     def _print_Pow(self, e, rational=False):
         base, power = e.args
+        if power.is_negative:
+            return f"1/{self.parenthesize(base**-power, 51)}"
         if power.is_Integer and 1 < power < 10:
             return f"{self.parenthesize(base, 60)}{str(power).translate(_SUPERSCRIPTS)}"
         return super()._print_Pow(e, rational)
@@ -454,14 +459,16 @@ def formula(targets, expand: bool = False) -> Formula:
             expr = names[node]
         exprs[node] = expr
     results = []
+    defined = dict(definitions)
     for target in targets:
         label = _result_label(target, names)
-        if target in names:
-            results.append((label, names[target]))
+        if target in names:  # a named tensor asked for: its definition is the result
+            results.append((label, defined[str(names[target])]))
         else:
             results.append((label, _tidy(_substitute_names(exprs[target], definitions))))
+    shown = {lbl for lbl, _ in results}
     used = _used_definitions(definitions, [e for _, e in results])
-    return Formula([d for d in definitions if d[0] in used and d[0] not in {lbl for lbl, _ in results}], results)
+    return Formula([d for d in definitions if d[0] in used and d[0] not in shown], results)
 
 
 def _result_label(target, names):

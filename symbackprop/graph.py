@@ -242,13 +242,10 @@ def const(value, dtype: str | None = None) -> Tensor:
     """
     array = np.asarray(value)
     if dtype is None:
-        dtype = (
-            "int64"
-            if array.dtype.kind in "iub"
-            else "float64"
-            if array.dtype == np.float64 and array.ndim
-            else "float32"
-        )
+        # Python numbers and lists default to float32 like the rest of a graph; NumPy arrays
+        # keep their float dtype; integers become int64.
+        explicit64 = isinstance(value, (np.ndarray, np.floating)) and array.dtype == np.float64
+        dtype = "int64" if array.dtype.kind in "iub" else "float64" if explicit64 else "float32"
     dtype = check_dtype(dtype, "const")
     array = np.array(array, dtype=dtype)
     return make_node("const", value=ConstValue(array), shape=array.shape, dtype=dtype)

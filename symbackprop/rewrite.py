@@ -101,26 +101,49 @@ def _is_single(node: Tensor) -> bool:
 
 # -- passes ------------------------------------------------------------------------------------------
 def stabilise_logsumexp(outputs, log):
-    """``log(sum(exp(x)))`` becomes ``m + log(sum(exp(x - m)))`` with ``m = max(x)``."""
+    """``log(sum(exp(x)))`` becomes ``m + log(sum(exp(x - m)))`` with ``m = max(x)``.
+
+    The sum may feed any map whose body uses it only through ``log``, as a fused body does.
+    """
 
     def transform(node, inputs):
-        if node.op != "map" or node.attrs["fn"].body != sympy.log(node.attrs["fn"].symbols[0]):
+        if node.op != "map":
             return None
-        (total,) = inputs
-        if total.op != "sum" or total.inputs[0].op != "map" or total.inputs[0].attrs["fn"] is not F.EXP:
-            return None
-        x = total.inputs[0].inputs[0]
-        axes = total.attrs["axes"]
-        out = F.logsumexp(x, axes, keepdims=True)
-        out = F.reshape(out, node.shape)
-        log.append(
-            RewriteStep(
-                "logsumexp", f"log(sum(exp({x.label})))", f"m + log(sum(exp({x.label} - m))), m = max({x.label})"
+        fn = node.attrs["fn"]
+        body, symbols, new_inputs = fn.body, list(fn.symbols), list(inputs)
+        for index, operand in enumerate(inputs):
+            x, total = _exp_sum(operand)
+            symbol = fn.symbols[index]
+            if x is None or body.xreplace({sympy.log(symbol): sympy.Dummy()}).has(symbol):
+                continue  # not a sum of exponentials, or used other than through log
+            shifted = F.logsumexp(x, total.attrs["axes"], keepdims=True)
+            shifted = F.broadcast_to(F.reshape(shifted, total.shape), operand.shape)
+            stable = real_symbols(f"lse{index}")[0]
+            body = body.xreplace({sympy.log(symbol): stable})
+            symbols.append(stable)
+            new_inputs.append(shifted)
+            log.append(
+                RewriteStep(
+                    "logsumexp", f"log(sum(exp({x.label})))", f"m + log(sum(exp({x.label} - m))), m = max({x.label})"
+                )
             )
-        )
-        return out
+        if body is fn.body:
+            return None
+        kept = [i for i, s in enumerate(symbols) if body.has(s)]
+        rewritten = ScalarFunction(fn.name, [symbols[i] for i in kept], body)
+        return make_node("map", [new_inputs[i] for i in kept], fn=rewritten)
 
     return _rebuild(outputs, transform)
+
+
+def _exp_sum(node: Tensor):
+    """``(x, the sum)`` when ``node`` is ``sum(exp(x))``, seen through broadcasts; else Nones."""
+    total, _ = _through_wrappers(node)
+    if total.op == "broadcast":
+        total = total.inputs[0]
+    if total.op != "sum" or total.inputs[0].op != "map" or total.inputs[0].attrs["fn"] is not F.EXP:
+        return None, None
+    return total.inputs[0].inputs[0], total
 
 
 def fuse_elementwise(outputs, log):
@@ -276,7 +299,7 @@ def _simplify(body: sympy.Expr) -> sympy.Expr:
     return tidy if sympy.count_ops(tidy) <= sympy.count_ops(body) else body
 
 
-PASSES = (stabilise_logsumexp, fuse_elementwise, stabilise_bodies, simplify_bodies)
+PASSES = (stabilise_logsumexp, fuse_elementwise, stabilise_bodies, simplify_bodies, stabilise_logsumexp)
 
 
 def simplify(outputs) -> Rewritten:

@@ -8,6 +8,7 @@ evaluator and the code generator understand come out (see :func:`clean_derivativ
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -56,7 +57,12 @@ def _np_softplus(t):
     return np.logaddexp(0, t)
 
 
-NUMPY_FUNCTIONS = {"sigmoid": _np_sigmoid, "softplus": _np_softplus}
+NUMPY_FUNCTIONS = {
+    "sigmoid": _np_sigmoid,
+    "softplus": _np_softplus,
+    # NumPy has no erf; math.erf per element keeps GELU-like bodies evaluable.
+    "erf": np.vectorize(math.erf, otypes=[float]),
+}
 
 
 def clean_derivative(expr: sympy.Expr, where: str) -> sympy.Expr:
@@ -74,8 +80,8 @@ def clean_derivative(expr: sympy.Expr, where: str) -> sympy.Expr:
     if leaks:
         raise GraphError(
             f"{where}: SymPy left the unevaluated term {sorted(map(str, leaks))[0]}; give the "
-            "function a closed-form derivative (for example define it as a sympy.Function "
-            "subclass with an fdiff method)"
+            "function a closed-form derivative (for example a sympy.Function subclass with an "
+            "fdiff method, and an _imp_ method so that NumPy can evaluate it)"
         )
     return expr
 

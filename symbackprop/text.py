@@ -6,7 +6,8 @@ The printed grammar::
     line    := name ":" dtype shape "=" op ["[" attr ("," attr)* "]"] operand*
     operand := a leaf's name or "%k", the k-th computed node
 
-Leaves are listed first as ``input``/``param``/``const`` lines. Example:
+Nodes appear in topological order; inputs and params are called by their names, the
+batch size by ``n``, and every other node (constants included) by ``%k``. Example:
 
 >>> import symbackprop as sb
 >>> x = sb.input("x", (None, 3))

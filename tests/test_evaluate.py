@@ -195,7 +195,8 @@ def test_params_with_the_same_name_are_distinct():
 
 def test_const_equality():
     assert sb.const(2.0) is sb.const(2.0)
-    assert sb.const([1.0, 2.0]) is sb.const(np.array([1.0, 2.0]))
+    assert sb.const([1.0, 2.0]) is sb.const(np.array([1.0, 2.0], dtype=np.float32))
+    assert sb.const(np.array([1.0, 2.0])).dtype == "float64"
     assert sb.const([1.0, 2.0]) is not sb.const([1.0, 3.0])
     assert sb.const(2.0) is not sb.const(2.0, "float64")
     assert sb.const(2) is not sb.const(2.0)

@@ -135,3 +135,18 @@ def test_custom_function_derivative_comes_from_sympy():
     x = sb.input("x", (None, 2))
     (gx,) = sb.grad(swish(x).sum(), [x])
     assert "exp" in str(sb.formula(gx))
+
+
+def test_a_named_forward_tensor_shows_its_definition():
+    x = sb.input("x", (None, 3))
+    W, b = sb.param("W", (3, 2)), sb.param("b", (2,))
+    assert str(sb.formula(x @ W + b)) == "z1 = x·W + b"
+    assert str(sb.formula(sb.tanh(x @ W + b))).splitlines() == ["z1 = x·W + b", "h1 = tanh(z1)"]
+
+
+def test_gradients_are_labelled_by_what_was_asked_for():
+    x = sb.input("x", (3,))
+    assert str(sb.formula(sb.grad(sb.tanh(x + 1).sum(), x))) == "∂L/∂x = 1 − tanh(x + 1)²"
+    unused = sb.param("unused", (2,))
+    assert str(sb.formula(sb.grad((x * 2).sum(), unused))) == "∂L/∂unused = 0"
+    assert str(sb.formula(sb.grad((1 / (1 + sb.abs(x))).sum(), x))) == "∂L/∂x = -sign(x)/(|x| + 1)²"

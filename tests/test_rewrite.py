@@ -83,3 +83,13 @@ def test_rewritten_gradients_keep_their_values_and_labels():
     for before, after in zip(sb.evaluate(grads, {x: X, y: Y}), sb.evaluate(result.outputs, {x: X, y: Y})):
         np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-7)
     assert str(sb.formula(result.outputs)).splitlines()[-2].startswith("∂L/∂W = ")
+
+
+def test_naive_log_of_softmax_is_stabilised_after_fusion():
+    v = sb.input("v", (None, 3))
+    naive = sb.log(sb.exp(v) / sb.exp(v).sum(axis=1, keepdims=True))
+    result = sb.simplify(naive)
+    assert {"log_softmax", "logsumexp"} <= set(result.rules())
+    np.testing.assert_allclose(
+        sb.evaluate(result.outputs[0], {v: np.array([[1000.0, 0.0, 0.0]])}), [[0.0, -1000.0, -1000.0]]
+    )
