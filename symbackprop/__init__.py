@@ -9,8 +9,9 @@
 (2, 1)
 """
 
-from . import ops
+from . import ops, optim
 from .autodiff import grad
+from .compiled import compile
 from .errors import GraphError, MissingRuleError
 from .evaluate import evaluate
 from .formula import Formula, formula
@@ -65,6 +66,7 @@ __all__ = [
     "broadcast_to",
     "cast",
     "check_grads",
+    "compile",
     "concat",
     "const",
     "evaluate",
@@ -86,6 +88,7 @@ __all__ = [
     "mse",
     "one_hot",
     "ops",
+    "optim",
     "param",
     "relu",
     "reshape",
