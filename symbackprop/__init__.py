@@ -11,7 +11,6 @@
 
 from . import ops, optim
 from .autodiff import grad
-from .compiled import compile
 from .errors import GraphError, MissingRuleError
 from .evaluate import evaluate
 from .formula import Formula, formula
@@ -66,7 +65,6 @@ __all__ = [
     "broadcast_to",
     "cast",
     "check_grads",
-    "compile",
     "concat",
     "const",
     "evaluate",
