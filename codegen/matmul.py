@@ -1,0 +1,868 @@
+"""Matrix multiplication ``C = op(A) op(B)`` (or ``C += ...``) emitted as LLVM IR.
+
+The kernel follows the layout of GotoBLAS and BLIS:
+
+- A register-blocked *micro-kernel* computes an ``MR x NR`` tile of C with ``MR * NR/W``
+  vector accumulators held in registers (``W`` lanes per vector). Each step of the k loop
+  loads ``NR/W`` vectors of a row of B, broadcasts ``MR`` scalars of A and issues
+  ``MR * NR/W`` fused multiply-adds. On AVX2 (16 registers) the tile is 6 x 16 float32
+  (12 accumulators, 2 B vectors, 1 broadcast); with AVX-512 (32 registers) it is 12 x 32.
+- ``op(B)`` is copied (*packed*) a ``KC x NC`` block at a time into panels of NR columns,
+  row after row, so that the micro-kernel reads it as a contiguous, aligned stream that
+  stays in the L1 cache; ``op(A)`` is packed an ``MC x KC`` block at a time into panels of
+  MR rows, column after column, which stay in L2. Packing also pads the edges with zeros,
+  so the micro-kernel always runs a whole tile and only its stores are masked.
+- The loops around the micro-kernel block N by NC, K by KC and M by MC, so that each
+  packed block is reused from the cache level it was sized for.
+
+The scratch memory for the packed blocks is a caller-provided workspace (see
+`matmul_workspace_size`): the kernel never allocates.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import llvmlite.ir as ir
+import numpy as np
+
+from codegen.jit import compile_ir
+from codegen.loops import llvm_float_type
+from codegen.target import TargetSpec, host_spec
+
+__all__ = ["MatmulConfig", "matmul_config", "matmul_workspace_size", "emit_matmul", "MatmulKernels"]
+
+_I1 = ir.IntType(1)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_VOID = ir.VoidType()
+
+# Packed blocks start on a cache-line boundary; the workspace is over-allocated by one line.
+_ALIGN = 64
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class MatmulConfig:
+    """Tile and block sizes of the kernel for one dtype and vector width.
+
+    Parameters
+    ----------
+    dtype : str
+        ``"float32"`` or ``"float64"``.
+    lanes : int
+        Elements per SIMD vector.
+    mr : int
+        Rows of the micro-kernel's tile of C.
+    nr_vectors : int
+        Vectors per row of the tile; the tile is ``mr x (nr_vectors * lanes)``.
+    kc, mc, nc : int
+        Cache blocks: depth of a packed panel, rows of a packed block of A, columns of a
+        packed block of B. ``mc`` is a multiple of ``mr``, ``nc`` of ``nr``.
+    unroll : int
+        Steps of the micro-kernel's k loop per iteration.
+    """
+
+    dtype: str
+    lanes: int
+    mr: int
+    nr_vectors: int
+    kc: int
+    mc: int
+    nc: int
+    unroll: int = 4
+
+    def __post_init__(self) -> None:
+        llvm_float_type(self.dtype)
+        sizes = (self.lanes, self.mr, self.nr_vectors, self.kc, self.mc, self.nc, self.unroll)
+        if not all(isinstance(v, int) and v >= 1 for v in sizes) or self.lanes & (self.lanes - 1):
+            raise ValueError(f"sizes must be positive integers and lanes a power of two: {self}")
+        if self.kc % self.lanes or self.mc % self.mr or self.nc % self.nr:
+            raise ValueError(f"kc, mc and nc must be multiples of lanes, mr and nr: {self}")
+
+    @property
+    def nr(self) -> int:
+        """Columns of the micro-kernel's tile."""
+        return self.nr_vectors * self.lanes
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per element."""
+        return np.dtype(self.dtype).itemsize
+
+    @property
+    def vector_bytes(self) -> int:
+        """Bytes per SIMD vector, the alignment of packed B rows."""
+        return self.lanes * self.itemsize
+
+
+def matmul_config(dtype: str, spec: TargetSpec | None = None) -> MatmulConfig:
+    """Return the tile and block sizes for ``dtype`` on ``spec`` (default: the host).
+
+    The tile uses all but a few vector registers for accumulators: 16 registers (SSE, AVX2)
+    give 6 rows of 2 vectors, 32 registers (AVX-512) 12 rows of 2 vectors. KC keeps a packed
+    ``KC x NR`` panel of B within 16 KiB (half of a 32 KiB L1 data cache), MC a packed
+    ``MC x KC`` block of A within about 150 KiB (under a third of a 512 KiB L2).
+
+    Examples
+    --------
+    >>> avx2 = TargetSpec("x86_64-unknown-linux-gnu", "znver3", "+avx,+avx2,+fma")
+    >>> c = matmul_config("float32", avx2)
+    >>> (c.mr, c.nr, c.kc, c.mc)
+    (6, 16, 256, 150)
+    >>> matmul_config("float64", TargetSpec("x86_64-unknown-linux-gnu", "skx", "+avx512f")).nr
+    16
+    """
+    dtype = np.dtype(dtype).name
+    llvm_float_type(dtype)  # rejects anything but float32 and float64
+    spec = spec or host_spec()
+    itemsize = np.dtype(dtype).itemsize
+    lanes = spec.vector_bits // (8 * itemsize)
+    mr = 12 if spec.vector_bits == 512 else 6
+    nr = 2 * lanes
+    kc = max(64, 16384 // (nr * itemsize) // 8 * 8)
+    mc = max(mr, (150 * 1024 // (kc * itemsize)) // mr * mr)
+    nc = 4096 // nr * nr
+    return MatmulConfig(dtype, lanes, mr, 2, kc, mc, nc)
+
+
+def _checked_config(dtype: str, config: MatmulConfig | None) -> MatmulConfig:
+    """``config``, or the host's for ``dtype``; checked against ``dtype`` and for consistency."""
+    if config is None:
+        return matmul_config(dtype)
+    if not isinstance(config, MatmulConfig):
+        raise TypeError(f"config must be a MatmulConfig, got {type(config).__name__}")
+    if np.dtype(config.dtype) != np.dtype(dtype):
+        raise ValueError(f"config is for {config.dtype}, not {np.dtype(dtype).name}")
+    return config
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _workspace_parts(m: int, n: int, k: int, cfg: MatmulConfig) -> tuple[int, int]:
+    """Elements of the packed-A and packed-B regions (A's rounded to a cache line)."""
+    kc = min(k, cfg.kc)
+    a = _round_up(_round_up(min(m, cfg.mc), cfg.mr) * kc, _ALIGN // cfg.itemsize)
+    b = kc * _round_up(min(n, cfg.nc), cfg.nr)
+    return a, b
+
+
+def matmul_workspace_size(m: int, n: int, k: int, dtype: str, config: MatmulConfig | None = None) -> int:
+    """Number of ``dtype`` elements the ``work`` argument of a matmul kernel must hold.
+
+    Parameters
+    ----------
+    m, n, k : int
+        ``op(A)`` is ``m x k``, ``op(B)`` is ``k x n``; non-negative.
+    dtype : str
+        ``"float32"`` or ``"float64"``.
+    config : MatmulConfig, optional
+        The configuration the kernel was emitted with; defaults to the host's.
+
+    Returns
+    -------
+    int
+        Elements; any alignment of the buffer to its element size will do.
+
+    Examples
+    --------
+    >>> matmul_workspace_size(0, 0, 0, "float32")
+    16
+    >>> matmul_workspace_size(1000, 1000, 1000, "float32") < matmul_workspace_size(1000, 2000, 1000, "float32")
+    True
+    """
+    for label, value in (("m", m), ("n", n), ("k", k)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{label} must be a non-negative integer, got {value!r}")
+    cfg = _checked_config(dtype, config)
+    a, b = _workspace_parts(int(m), int(n), int(k), cfg)
+    return a + b + _ALIGN // cfg.itemsize
+
+
+# --------------------------------------------------------------------------- IR helpers
+
+
+class _Emitter:
+    """An IR builder with the types and small idioms of one kernel configuration."""
+
+    def __init__(self, builder: ir.IRBuilder, cfg: MatmulConfig):
+        self.b = builder
+        self.cfg = cfg
+        self.scalar = llvm_float_type(cfg.dtype)
+        self.vector = ir.VectorType(self.scalar, cfg.lanes)
+        self.mask_type = ir.VectorType(_I1, cfg.lanes)
+        self.module = builder.module
+
+    @staticmethod
+    def i64(value: int) -> ir.Constant:
+        return ir.Constant(_I64, value)
+
+    def min(self, x: ir.Value, y: ir.Value) -> ir.Value:
+        return self.b.select(self.b.icmp_signed("<", x, y), x, y)
+
+    def at(self, pointer: ir.Value, *offsets: ir.Value | int) -> ir.Value:
+        """``pointer + sum(offsets)`` in elements."""
+        for offset in offsets:
+            if isinstance(offset, int):
+                if offset == 0:
+                    continue
+                offset = self.i64(offset)
+            pointer = self.b.gep(pointer, [offset])
+        return pointer
+
+    def load_vector(self, pointer: ir.Value, align: int) -> ir.Value:
+        return self.b.load(self.b.bitcast(pointer, self.vector.as_pointer()), align=align)
+
+    def store_vector(self, value: ir.Value, pointer: ir.Value, align: int) -> None:
+        self.b.store(value, self.b.bitcast(pointer, self.vector.as_pointer()), align=align)
+
+    def splat(self, scalar: ir.Value) -> ir.Value:
+        lanes = self.cfg.lanes
+        undef = ir.Constant(self.vector, None)
+        single = self.b.insert_element(undef, scalar, ir.Constant(_I32, 0))
+        return self.b.shuffle_vector(single, undef, ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes))
+
+    def lane_mask(self, count: ir.Value, first_lane: int) -> ir.Value:
+        """Vector of ``first_lane + lane < count``, for masked loads and stores."""
+        lanes = self.cfg.lanes
+        index_type = ir.VectorType(_I64, lanes)
+        undef = ir.Constant(index_type, None)
+        single = self.b.insert_element(undef, count, ir.Constant(_I32, 0))
+        limit = self.b.shuffle_vector(single, undef, ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes))
+        return self.b.icmp_signed("<", ir.Constant(index_type, list(range(first_lane, first_lane + lanes))), limit)
+
+    def intrinsic(self, name: str, return_type: ir.Type, arg_types: list[ir.Type]) -> ir.Function:
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        return ir.Function(self.module, ir.FunctionType(return_type, arg_types), name=name)
+
+    def fmuladd(self, a: ir.Value, b: ir.Value, c: ir.Value) -> ir.Value:
+        # fmuladd fuses on targets with FMA and splits into mul + add elsewhere, where a
+        # plain llvm.fma would become a slow libm call.
+        fn = self.intrinsic(f"llvm.fmuladd.{self._suffix()}", self.vector, [self.vector] * 3)
+        return self.b.call(fn, [a, b, c])
+
+    def masked_load(self, pointer: ir.Value, mask: ir.Value, align: int) -> ir.Value:
+        """Load the lanes where ``mask`` is set and zeros elsewhere, touching no other memory."""
+        vp = self.vector.as_pointer()
+        name = f"llvm.masked.load.{self._suffix()}.p0"
+        fn = self.intrinsic(name, self.vector, [vp, _I32, self.mask_type, self.vector])
+        zeros = ir.Constant(self.vector, [0.0] * self.cfg.lanes)
+        return self.b.call(fn, [self.b.bitcast(pointer, vp), ir.Constant(_I32, align), mask, zeros])
+
+    def masked_store(self, value: ir.Value, pointer: ir.Value, mask: ir.Value, align: int) -> None:
+        vp = self.vector.as_pointer()
+        fn = self.intrinsic(f"llvm.masked.store.{self._suffix()}.p0", _VOID, [self.vector, vp, _I32, self.mask_type])
+        self.b.call(fn, [value, self.b.bitcast(pointer, vp), ir.Constant(_I32, align), mask])
+
+    def _suffix(self) -> str:
+        return f"v{self.cfg.lanes}{'f32' if self.cfg.itemsize == 4 else 'f64'}"
+
+    def no_vectorize(self, branch: ir.Instruction) -> None:
+        """Mark the loop whose back edge is ``branch`` as not to be vectorised.
+
+        Every loop here is either vector code already or too short to gain, and the loop
+        vectorizer would spend a good part of the compile time on them.
+        """
+        module = self.module
+        hint = module.add_metadata([ir.MetaDataString(module, "llvm.loop.vectorize.enable"), ir.Constant(_I1, 0)])
+        branch.set_metadata("llvm.loop", _LoopID(module, hint))
+
+    @contextmanager
+    def loop(self, start: ir.Value, stop: ir.Value, step: int | ir.Value, name: str) -> Iterator[ir.Value]:
+        """``for i in range(start, stop, step)`` around the body emitted inside the block."""
+        b = self.b
+        before = b.block
+        head = b.append_basic_block(f"{name}.head")
+        body = b.append_basic_block(f"{name}.body")
+        done = b.append_basic_block(f"{name}.done")
+        b.branch(head)
+        b.position_at_end(head)
+        index = b.phi(_I64, name=name)
+        index.add_incoming(start, before)
+        b.cbranch(b.icmp_signed("<", index, stop), body, done)
+        b.position_at_end(body)
+        yield index
+        step = self.i64(step) if isinstance(step, int) else step
+        index.add_incoming(b.add(index, step), b.block)
+        self.no_vectorize(b.branch(head))
+        b.position_at_end(done)
+
+    @contextmanager
+    def if_then(self, condition: ir.Value, name: str) -> Iterator[None]:
+        """Emit the body only where ``condition`` holds, then continue after it."""
+        b = self.b
+        then = b.append_basic_block(f"{name}.then")
+        after = b.append_basic_block(f"{name}.after")
+        b.cbranch(condition, then, after)
+        b.position_at_end(then)
+        yield
+        b.branch(after)
+        b.position_at_end(after)
+
+
+class _LoopID(ir.MDValue):
+    """A distinct loop identifier node ``!n = !{!n, !hint}``, as ``llvm.loop`` requires.
+
+    It refers to itself, so it is compared and hashed by identity (the base class hashes
+    its operands, which would recurse).
+    """
+
+    def __init__(self, module: ir.Module, hint: ir.MDValue):
+        super().__init__(module, [], name=str(len(module.metadata)))
+        self.operands = (self, hint)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def _new_function(module: ir.Module, name: str, arg_types: list[ir.Type], noalias: tuple[int, ...]) -> ir.Function:
+    """An internal helper function; ``noalias`` lists the pointer arguments that never overlap."""
+    fn = ir.Function(module, ir.FunctionType(_VOID, arg_types), name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    for index in noalias:
+        fn.args[index].add_attribute("noalias")
+    return fn
+
+
+# --------------------------------------------------------------------------- micro-kernel
+
+
+def _emit_micro_kernel(module: ir.Module, name: str, cfg: MatmulConfig) -> ir.Function:
+    """``kernel(kc, Ap, Bp, C, ldc, mr, nr, beta)``: one MR x NR tile of C from packed panels.
+
+    ``Ap`` holds ``kc`` columns of MR values, ``Bp`` ``kc`` rows of NR values (aligned).
+    Only the top-left ``mr x nr`` of the tile is stored; ``beta`` adds the tile to C.
+    """
+    t = llvm_float_type(cfg.dtype).as_pointer()
+    fn = _new_function(module, name, [_I64, t, t, t, _I64, _I64, _I64, _I1], noalias=(1, 2, 3))
+    kc, ap, bp, c, ldc, mr, nr, beta = fn.args
+    e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
+    _prefetch_tile(e, c, ldc)
+    zero = ir.Constant(e.vector, [0.0] * cfg.lanes)
+    accs = [[zero] * cfg.nr_vectors for _ in range(cfg.mr)]
+    accs, k = _k_loop(e, accs, ap, bp, e.i64(0), kc, cfg.unroll, "ku")
+    accs, _ = _k_loop(e, accs, ap, bp, k, kc, 1, "k1")
+    _store_tile(e, accs, c, ldc, mr, nr, beta)
+    e.b.ret_void()
+    return fn
+
+
+def _prefetch_tile(e: _Emitter, c, ldc) -> None:
+    """Ask for the tile's rows of C now, so they arrive while the k loop runs.
+
+    Prefetching an address outside the tile (an edge tile's absent rows) cannot fault.
+    """
+    b, cfg = e.b, e.cfg
+    i8p = ir.IntType(8).as_pointer()
+    fn = e.intrinsic("llvm.prefetch.p0", _VOID, [i8p, _I32, _I32, _I32])
+    last = cfg.nr - 1
+    for r in range(cfg.mr):
+        row = b.gep(c, [b.mul(e.i64(r), ldc)])
+        for offset in (0, last):
+            # rw = 1 (for writing), locality = 3 (keep in all levels), data cache.
+            args = [b.bitcast(e.at(row, offset), i8p), ir.Constant(_I32, 1), ir.Constant(_I32, 3), ir.Constant(_I32, 1)]
+            b.call(fn, args)
+
+
+def _k_loop(e: _Emitter, accs, ap, bp, start, kc, step: int, name: str):
+    """Accumulate steps ``start, start+1, ...`` while ``step`` more fit below ``kc``.
+
+    Returns the accumulators and the first step not done. The accumulators are phi nodes,
+    which is what keeps them in registers across iterations.
+    """
+    b, cfg = e.b, e.cfg
+    before = b.block
+    head = b.append_basic_block(f"{name}.head")
+    body = b.append_basic_block(f"{name}.body")
+    done = b.append_basic_block(f"{name}.done")
+    b.branch(head)
+    b.position_at_end(head)
+    k = b.phi(_I64, name=name)
+    k.add_incoming(start, before)
+    phis = [[b.phi(e.vector) for _ in row] for row in accs]
+    for phi_row, row in zip(phis, accs):
+        for phi, value in zip(phi_row, row):
+            phi.add_incoming(value, before)
+    b.cbranch(b.icmp_signed("<=", b.add(k, e.i64(step)), kc), body, done)
+    b.position_at_end(body)
+    new = phis
+    a_col = b.gep(ap, [b.mul(k, e.i64(cfg.mr))])
+    b_row = b.gep(bp, [b.mul(k, e.i64(cfg.nr))])
+    for u in range(step):
+        new = _fma_step(e, new, e.at(a_col, u * cfg.mr), e.at(b_row, u * cfg.nr))
+    k.add_incoming(b.add(k, e.i64(step)), b.block)
+    for phi_row, row in zip(phis, new):
+        for phi, value in zip(phi_row, row):
+            phi.add_incoming(value, b.block)
+    e.no_vectorize(b.branch(head))
+    b.position_at_end(done)
+    return phis, k
+
+
+def _fma_step(e: _Emitter, accs, a_col: ir.Value, b_row: ir.Value):
+    """One rank-1 update of the tile: ``acc[r][v] += A[r] * B[v]``."""
+    cfg = e.cfg
+    b_vectors = [e.load_vector(e.at(b_row, v * cfg.lanes), cfg.vector_bytes) for v in range(cfg.nr_vectors)]
+    out = []
+    for r in range(cfg.mr):
+        a = e.splat(e.b.load(e.at(a_col, r), align=cfg.itemsize))
+        out.append([e.fmuladd(a, bv, acc) for bv, acc in zip(b_vectors, accs[r])])
+    return out
+
+
+def _store_tile(e: _Emitter, accs, c, ldc, mr, nr, beta) -> None:
+    """Write the accumulators to C: plain vector stores for a whole tile, masked at the edges."""
+    b, cfg = e.b, e.cfg
+    whole = b.and_(b.icmp_signed("==", mr, e.i64(cfg.mr)), b.icmp_signed("==", nr, e.i64(cfg.nr)))
+    full_block = b.append_basic_block("store.full")
+    edge_block = b.append_basic_block("store.edge")
+    exit_block = b.append_basic_block("store.exit")
+    b.cbranch(whole, full_block, edge_block)
+
+    b.position_at_end(full_block)
+    add_block = b.append_basic_block("store.full.add")
+    set_block = b.append_basic_block("store.full.set")
+    b.cbranch(beta, add_block, set_block)
+    for block, add in ((add_block, True), (set_block, False)):
+        b.position_at_end(block)
+        for r, row in enumerate(accs):
+            c_row = b.gep(c, [b.mul(e.i64(r), ldc)])
+            for v, acc in enumerate(row):
+                pointer = e.at(c_row, v * cfg.lanes)
+                value = b.fadd(acc, e.load_vector(pointer, cfg.itemsize)) if add else acc
+                e.store_vector(value, pointer, cfg.itemsize)
+        b.branch(exit_block)
+
+    # Edge tiles: rows past mr are skipped by branches, columns past nr by lane masks, so
+    # no memory outside the mr x nr corner is touched.
+    b.position_at_end(edge_block)
+    masks = [e.lane_mask(nr, v * cfg.lanes) for v in range(cfg.nr_vectors)]
+    for r, row in enumerate(accs):
+        if r:
+            row_block = b.append_basic_block(f"store.row{r}")
+            b.cbranch(b.icmp_signed("<", e.i64(r), mr), row_block, exit_block)
+            b.position_at_end(row_block)
+        c_row = b.gep(c, [b.mul(e.i64(r), ldc)])
+        for v, acc in enumerate(row):
+            pointer = e.at(c_row, v * cfg.lanes)
+            # select, not a multiply by beta: C's old contents may be NaN when not accumulating.
+            old = e.masked_load(pointer, masks[v], cfg.itemsize)
+            value = b.select(beta, b.fadd(acc, old), acc)
+            e.masked_store(value, pointer, masks[v], cfg.itemsize)
+    b.branch(exit_block)
+    b.position_at_end(exit_block)
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def _emit_pack(module: ir.Module, name: str, cfg: MatmulConfig, width: int, along_width: bool) -> ir.Function:
+    """``pack(dst, src, kc, valid, ks, ws)``: ``dst[k*width + w] = src[k*ks + w*ws]``.
+
+    Lanes ``w >= valid`` are written as zeros. ``along_width`` says the source is
+    contiguous along ``w`` (``ws == 1``), otherwise along ``k`` (``ks == 1``); the unit
+    stride is then taken as 1 whatever is passed.
+    """
+    t = llvm_float_type(cfg.dtype).as_pointer()
+    fn = _new_function(module, name, [t, t, _I64, _I64, _I64, _I64], noalias=(0, 1))
+    dst, src, kc, valid, ks, ws = fn.args
+    e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
+    one = e.i64(1)
+    if along_width and width % cfg.lanes == 0:
+        _pack_rows(e, dst, src, kc, valid, ks, width)
+    elif along_width:
+        _pack_scalars(e, dst, src, e.i64(0), kc, valid, ks, one, width)
+    else:
+        # Whole blocks of `lanes` k values are transposed in registers; the rest one by one.
+        blocks = e.b.mul(e.b.sdiv(kc, e.i64(cfg.lanes)), e.i64(cfg.lanes))
+        _pack_transposed(e, dst, src, blocks, valid, ws, width)
+        _pack_scalars(e, dst, src, blocks, kc, valid, one, ws, width)
+    e.b.ret_void()
+    return fn
+
+
+def _pack_rows(e: _Emitter, dst, src, kc, valid, ks, width: int) -> None:
+    """Source rows contiguous in ``w``: vector copies, masked (zero-filling) for a partial panel."""
+    b, cfg = e.b, e.cfg
+    vectors = width // cfg.lanes
+    full = b.icmp_signed("==", valid, e.i64(width))
+    full_block = b.append_basic_block("full")
+    part_block = b.append_basic_block("part")
+    exit_block = b.append_basic_block("exit")
+    b.cbranch(full, full_block, part_block)
+    for block, masked in ((full_block, False), (part_block, True)):
+        b.position_at_end(block)
+        masks = [e.lane_mask(valid, v * cfg.lanes) for v in range(vectors)] if masked else None
+        with e.loop(e.i64(0), kc, 1, "k") as k:
+            row = b.gep(src, [b.mul(k, ks)])
+            out = b.gep(dst, [b.mul(k, e.i64(width))])
+            for v in range(vectors):
+                pointer = e.at(row, v * cfg.lanes)
+                if masked:
+                    value = e.masked_load(pointer, masks[v], cfg.itemsize)
+                else:
+                    value = e.load_vector(pointer, cfg.itemsize)
+                e.store_vector(value, e.at(out, v * cfg.lanes), cfg.vector_bytes)
+        b.branch(exit_block)
+    b.position_at_end(exit_block)
+
+
+def _clamped_lanes(e: _Emitter, src, valid, ws, width: int) -> list[tuple[ir.Value, ir.Value]]:
+    """For each lane ``w``: (``w < valid``, pointer to source lane ``min(w, valid - 1)``).
+
+    Clamping keeps every load inside the source matrix; the lanes past ``valid`` are
+    zeroed by the caller.
+    """
+    b = e.b
+    last = b.sub(valid, e.i64(1))
+    lanes = []
+    for w in range(width):
+        inside = b.icmp_signed("<", e.i64(w), valid)
+        lanes.append((inside, b.gep(src, [b.mul(b.select(inside, e.i64(w), last), ws)])))
+    return lanes
+
+
+def _pack_scalars(e: _Emitter, dst, src, start, kc, valid, ks, ws, width: int) -> None:
+    """Steps ``start <= k < kc`` element by element."""
+    b = e.b
+    zero = ir.Constant(e.scalar, 0.0)
+    lanes = _clamped_lanes(e, src, valid, ws, width)
+    with e.loop(start, kc, 1, "ks") as k:
+        offset = b.mul(k, ks)
+        out = b.gep(dst, [b.mul(k, e.i64(width))])
+        for w, (inside, base) in enumerate(lanes):
+            value = b.load(b.gep(base, [offset]), align=e.cfg.itemsize)
+            b.store(b.select(inside, value, zero), e.at(out, w), align=e.cfg.itemsize)
+
+
+def _pack_transposed(e: _Emitter, dst, src, kc, valid, ws, width: int) -> None:
+    """Source contiguous in ``k``, ``kc`` a multiple of the lanes: in-register transposes.
+
+    Each step loads ``lanes`` consecutive k values of every source lane ``w``, transposes
+    groups of ``lanes`` such vectors, and stores one group of ``min(lanes, width - g)``
+    values per k. Lanes past ``valid`` are zeroed with a select.
+    """
+    b, cfg = e.b, e.cfg
+    lanes = cfg.lanes
+    sources = _clamped_lanes(e, src, valid, ws, width)
+    zero = ir.Constant(e.vector, [0.0] * lanes)
+    groups = []
+    for g in range(0, width, lanes):
+        count = min(lanes, width - g)
+        groups.append((g, count, e.lane_mask(b.sub(valid, e.i64(g)), 0)))
+    with e.loop(e.i64(0), kc, lanes, "kt") as k:
+        for g, count, mask in groups:
+            rows = [e.load_vector(b.gep(base, [k]), cfg.itemsize) for _, base in sources[g : g + count]]
+            rows += [zero] * (lanes - count)
+            for j, column in enumerate(_transpose(e, rows)):
+                column = b.select(mask, column, zero)
+                out = e.at(dst, b.mul(b.add(k, e.i64(j)), e.i64(width)), g)
+                _store_prefix(e, column, out, count, aligned=width % lanes == 0)
+
+
+def _transpose(e: _Emitter, rows: list[ir.Value]) -> list[ir.Value]:
+    """Transpose a square block of vectors: ``out[i][c] == rows[c][i]``.
+
+    Stage ``g`` (1, 2, 4, ...) swaps bit ``g`` of the row and column indices, pairing
+    rows ``i`` and ``i + g``; each stage is one two-input shuffle per row, which x86
+    lowers to unpack, shuffle, blend and 128-bit lane permutes.
+    """
+    b = e.b
+    lanes = len(rows)
+    rows = list(rows)
+    g = 1
+    while g < lanes:
+        low_mask = [c if not c & g else lanes + c - g for c in range(lanes)]
+        high_mask = [c + g if not c & g else lanes + c for c in range(lanes)]
+        new = list(rows)
+        for i in range(lanes):
+            if i & g:
+                continue
+            low, high = rows[i], rows[i + g]
+            new[i] = b.shuffle_vector(low, high, ir.Constant(ir.VectorType(_I32, lanes), low_mask))
+            new[i + g] = b.shuffle_vector(low, high, ir.Constant(ir.VectorType(_I32, lanes), high_mask))
+        rows = new
+        g *= 2
+    return rows
+
+
+def _store_prefix(e: _Emitter, vector: ir.Value, pointer: ir.Value, count: int, aligned: bool) -> None:
+    """Store the first ``count`` lanes of ``vector`` (a narrower vector store when partial)."""
+    cfg = e.cfg
+    if count == cfg.lanes:
+        e.store_vector(vector, pointer, cfg.vector_bytes if aligned else cfg.itemsize)
+        return
+    narrow = ir.VectorType(e.scalar, count)
+    prefix = e.b.shuffle_vector(vector, vector, ir.Constant(ir.VectorType(_I32, count), list(range(count))))
+    e.b.store(prefix, e.b.bitcast(pointer, narrow.as_pointer()), align=cfg.itemsize)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def emit_matmul(
+    module: ir.Module, name: str, dtype: str, trans_a: bool, trans_b: bool, config: MatmulConfig | None = None
+) -> ir.Function:
+    """Add ``void name(M, N, K, A, lda, B, ldb, C, ldc, accumulate, work)`` to ``module``.
+
+    The function computes ``C = op(A) op(B)``, or ``C += op(A) op(B)`` when ``accumulate``
+    is non-zero, for row-major matrices: ``op(A)`` is ``M x K`` (``A`` is ``K x M`` when
+    ``trans_a``), ``op(B)`` is ``K x N``, ``C`` is ``M x N``; ``lda``, ``ldb``, ``ldc`` are
+    the row strides in elements. C signature::
+
+        void name(int64 M, int64 N, int64 K, const T *A, int64 lda, const T *B, int64 ldb,
+                  T *C, int64 ldc, int32 accumulate, T *work)
+
+    ``work`` must hold `matmul_workspace_size` ``(M, N, K)`` elements. The caller
+    guarantees that the row strides are at least the row lengths, and that C overlaps
+    neither A, B nor work (all four are ``noalias``); only element alignment is assumed.
+    ``M <= 0`` or ``N <= 0`` does nothing; ``K <= 0`` zeroes C unless accumulating.
+
+    Parameters
+    ----------
+    module : llvmlite.ir.Module
+        Module to add the function (and its internal helpers ``name.*``) to; it is compiled
+        for the host, whose vector width sets the tile (`matmul_config`).
+    name : str
+        Function name.
+    dtype : str
+        ``"float32"`` or ``"float64"``.
+    trans_a, trans_b : bool
+        Whether ``op`` transposes A, B.
+    config : MatmulConfig, optional
+        Tile and block sizes; defaults to `matmul_config` for the host. Any configuration
+        gives correct results; others than the host's are for tests and tuning.
+
+    Returns
+    -------
+    llvmlite.ir.Function
+
+    Examples
+    --------
+    >>> m = ir.Module()
+    >>> fn = emit_matmul(m, "mm", "float32", False, True)
+    >>> [str(a.type) for a in fn.args][:5]
+    ['i64', 'i64', 'i64', 'float*', 'i64']
+    """
+    cfg = _checked_config(dtype, config)
+    t = llvm_float_type(dtype).as_pointer()
+    signature = [_I64, _I64, _I64, t, _I64, t, _I64, t, _I64, _I32, t]
+    fn = ir.Function(module, ir.FunctionType(_VOID, signature), name=name)
+    fn.attributes.add("nounwind")
+    for index in (3, 5, 7, 10):
+        fn.args[index].add_attribute("noalias")
+    kernel = _emit_micro_kernel(module, f"{name}.kernel", cfg)
+    # A packed panel is MR rows of op(A) read along k; it is contiguous along the panel
+    # width exactly when A is stored transposed. Likewise B's NR columns when not transposed.
+    pack_a = _emit_pack(module, f"{name}.pack_a", cfg, cfg.mr, along_width=bool(trans_a))
+    pack_b = _emit_pack(module, f"{name}.pack_b", cfg, cfg.nr, along_width=not trans_b)
+    _emit_driver(fn, cfg, kernel, pack_a, pack_b, bool(trans_a), bool(trans_b))
+    return fn
+
+
+def _emit_driver(fn, cfg: MatmulConfig, kernel, pack_a, pack_b, trans_a: bool, trans_b: bool) -> None:
+    """The blocked loops around packing and the micro-kernel."""
+    m, n, k, a, lda, bmat, ldb, c, ldc, accumulate, work = fn.args
+    e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
+    b = e.b
+    exit_block = b.append_basic_block("exit")
+    body = b.append_basic_block("nonempty")
+    empty = b.or_(b.icmp_signed("<=", m, e.i64(0)), b.icmp_signed("<=", n, e.i64(0)))
+    b.cbranch(empty, exit_block, body)
+    b.position_at_end(body)
+    accumulate = b.icmp_signed("!=", accumulate, ir.Constant(_I32, 0))
+    with e.if_then(b.and_(b.icmp_signed("<=", k, e.i64(0)), b.not_(accumulate)), "zero_c"):
+        _zero_matrix(e, c, m, n, ldc)
+    # Strides of op(A) along (rows, k) and op(B) along (k, columns).
+    one = e.i64(1)
+    a_rs, a_ks = (one, lda) if trans_a else (lda, one)
+    b_ks, b_cs = (one, ldb) if trans_b else (ldb, one)
+    ap, bp = _workspace_pointers(e, work, m, n, k)
+    n_step = _balanced_step(e, n, cfg.nc, cfg.nr)
+    k_step = _balanced_step(e, k, cfg.kc, cfg.lanes)
+    m_step = _balanced_step(e, m, cfg.mc, cfg.mr)
+    with e.loop(e.i64(0), n, n_step, "jc") as jc:
+        nc = e.min(n_step, b.sub(n, jc))
+        with e.loop(e.i64(0), k, k_step, "pc") as pc:
+            kc = e.min(k_step, b.sub(k, pc))
+            beta = b.or_(accumulate, b.icmp_signed(">", pc, e.i64(0)))
+            with e.loop(e.i64(0), nc, cfg.nr, "jp") as jp:
+                source = e.at(bmat, b.mul(pc, b_ks), b.mul(b.add(jc, jp), b_cs))
+                b.call(pack_b, [e.at(bp, b.mul(jp, kc)), source, kc, e.min(e.i64(cfg.nr), b.sub(nc, jp)), b_ks, b_cs])
+            with e.loop(e.i64(0), m, m_step, "ic") as ic:
+                mc = e.min(m_step, b.sub(m, ic))
+                with e.loop(e.i64(0), mc, cfg.mr, "ip") as ip:
+                    source = e.at(a, b.mul(b.add(ic, ip), a_rs), b.mul(pc, a_ks))
+                    rows = e.min(e.i64(cfg.mr), b.sub(mc, ip))
+                    b.call(pack_a, [e.at(ap, b.mul(ip, kc)), source, kc, rows, a_ks, a_rs])
+                with e.loop(e.i64(0), nc, cfg.nr, "jr") as jr:
+                    cols = e.min(e.i64(cfg.nr), b.sub(nc, jr))
+                    with e.loop(e.i64(0), mc, cfg.mr, "ir") as ir_:
+                        rows = e.min(e.i64(cfg.mr), b.sub(mc, ir_))
+                        tile = e.at(c, b.mul(b.add(ic, ir_), ldc), b.add(jc, jr))
+                        args = [kc, e.at(ap, b.mul(ir_, kc)), e.at(bp, b.mul(jr, kc)), tile, ldc, rows, cols, beta]
+                        b.call(kernel, args)
+    b.branch(exit_block)
+    b.position_at_end(exit_block)
+    b.ret_void()
+
+
+def _balanced_step(e: _Emitter, size, block: int, multiple: int) -> ir.Value:
+    """Split ``size`` into ``ceil(size / block)`` near-equal blocks, each a multiple of ``multiple``.
+
+    Equal blocks avoid a thin last block (K = 784 with KC = 256 gives 4 blocks of 200
+    rather than 3 of 256 and one of 16, whose C traffic would cost as much as its FMAs).
+    ``block`` is a multiple of ``multiple``, so the step never exceeds it.
+    """
+    b = e.b
+    count = b.sdiv(b.add(size, e.i64(block - 1)), e.i64(block))
+    count = b.select(b.icmp_signed(">", count, e.i64(0)), count, e.i64(1))
+    step = b.sdiv(b.add(size, b.sub(count, e.i64(1))), count)
+    step = b.mul(b.sdiv(b.add(step, e.i64(multiple - 1)), e.i64(multiple)), e.i64(multiple))
+    return b.select(b.icmp_signed(">", step, e.i64(0)), step, e.i64(multiple))
+
+
+def _workspace_pointers(e: _Emitter, work, m, n, k) -> tuple[ir.Value, ir.Value]:
+    """Cache-line aligned packed-A and packed-B regions, laid out as `_workspace_parts` says."""
+    b, cfg = e.b, e.cfg
+    address = b.ptrtoint(work, _I64)
+    aligned = b.and_(b.add(address, e.i64(_ALIGN - 1)), e.i64(-_ALIGN))
+    ap = b.gep(work, [b.sdiv(b.sub(aligned, address), e.i64(cfg.itemsize))])
+    kc = e.min(k, e.i64(cfg.kc))
+    rows = b.mul(b.sdiv(b.add(e.min(m, e.i64(cfg.mc)), e.i64(cfg.mr - 1)), e.i64(cfg.mr)), e.i64(cfg.mr))
+    line = _ALIGN // cfg.itemsize
+    a_elems = b.mul(b.sdiv(b.add(b.mul(rows, kc), e.i64(line - 1)), e.i64(line)), e.i64(line))
+    return ap, b.gep(ap, [a_elems])
+
+
+def _zero_matrix(e: _Emitter, c, m, n, ldc) -> None:
+    """C[:m, :n] = 0."""
+    b = e.b
+    zero = ir.Constant(e.scalar, 0.0)
+    with e.loop(e.i64(0), m, 1, "zi") as i:
+        row = b.gep(c, [b.mul(i, ldc)])
+        with e.loop(e.i64(0), n, 1, "zj") as j:
+            b.store(zero, b.gep(row, [j]), align=e.cfg.itemsize)
+
+
+# --------------------------------------------------------------------------- Python entry
+
+
+class MatmulKernels:
+    """The four transposition variants for one dtype, compiled, with a checked NumPy entry.
+
+    Parameters
+    ----------
+    dtype : str
+        ``"float32"`` or ``"float64"``.
+    use_cache : bool
+        Use the on-disk object cache.
+    config : MatmulConfig, optional
+        Tile and block sizes (see `emit_matmul`).
+
+    Examples
+    --------
+    >>> mm = MatmulKernels("float64")
+    >>> a, b = np.arange(6.0).reshape(2, 3), np.ones((3, 2))
+    >>> mm(a, b)
+    array([[ 3.,  3.],
+           [12., 12.]])
+    """
+
+    def __init__(self, dtype: str = "float32", *, use_cache: bool = True, config: MatmulConfig | None = None):
+        self.dtype = np.dtype(dtype)
+        self.config = _checked_config(self.dtype.name, config)
+        module = ir.Module()
+        names = {}
+        for ta in (False, True):
+            for tb in (False, True):
+                names[ta, tb] = f"matmul_{self.dtype.name}_{'t' if ta else 'n'}{'t' if tb else 'n'}"
+                emit_matmul(module, names[ta, tb], self.dtype.name, ta, tb, self.config)
+        self.compiled = compile_ir(module, use_cache=use_cache)
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        argtypes = (i64, i64, i64, ptr, i64, ptr, i64, ptr, i64, ctypes.c_int32, ptr)
+        self.functions = {key: self.compiled.function(name, None, *argtypes) for key, name in names.items()}
+        self._work = np.empty(0, self.dtype)
+
+    def workspace(self, m: int, n: int, k: int) -> np.ndarray:
+        """A workspace for an ``m x n x k`` product, kept and grown between calls."""
+        size = matmul_workspace_size(m, n, k, self.dtype.name, self.config)
+        if self._work.size < size:
+            self._work = np.empty(size, self.dtype)
+        return self._work
+
+    def __call__(
+        self,
+        a: np.ndarray,
+        b: np.ndarray,
+        out: np.ndarray | None = None,
+        *,
+        trans_a: bool = False,
+        trans_b: bool = False,
+        accumulate: bool = False,
+    ) -> np.ndarray:
+        """Return ``out = op(a) @ op(b)`` (``out += ...`` with ``accumulate``).
+
+        Every argument is checked before native code runs: 2-D arrays of this dtype with
+        unit column stride and non-negative row stride, matching shapes, a writable ``out``
+        sharing no memory with ``a`` or ``b``.
+        """
+        a_rows, a_cols, lda = self._matrix("a", a)
+        b_rows, b_cols, ldb = self._matrix("b", b)
+        m, k = (a_cols, a_rows) if trans_a else (a_rows, a_cols)
+        k_b, n = (b_cols, b_rows) if trans_b else (b_rows, b_cols)
+        if k != k_b:
+            raise ValueError(f"inner dimensions differ: op(a) is {m}x{k}, op(b) is {k_b}x{n}")
+        if out is None:
+            if accumulate:
+                raise ValueError("accumulate=True needs an out array to add to")
+            out = np.empty((m, n), self.dtype)
+        c_rows, c_cols, ldc = self._matrix("out", out)
+        if (c_rows, c_cols) != (m, n):
+            raise ValueError(f"out must have shape {(m, n)}, got {out.shape}")
+        if not out.flags.writeable:
+            raise ValueError("out must be writable")
+        for label, other in (("a", a), ("b", b)):
+            if np.shares_memory(out, other):
+                raise ValueError(f"out must not share memory with {label}")
+        work = self.workspace(m, n, k)
+        fn = self.functions[bool(trans_a), bool(trans_b)]
+        pointers = a.ctypes.data, b.ctypes.data, out.ctypes.data, work.ctypes.data
+        fn(m, n, k, pointers[0], lda, pointers[1], ldb, pointers[2], ldc, int(bool(accumulate)), pointers[3])
+        return out
+
+    def _matrix(self, label: str, x: np.ndarray) -> tuple[int, int, int]:
+        """Rows, columns and row stride (elements) of a validated matrix argument."""
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{label} must be a numpy.ndarray, got {type(x).__name__}")
+        if x.dtype != self.dtype:
+            raise TypeError(f"{label} must have dtype {self.dtype}, got {x.dtype}")
+        if x.ndim != 2:
+            raise ValueError(f"{label} must be 2-D, got shape {x.shape}")
+        if not x.flags.aligned:
+            raise ValueError(f"{label} must be aligned to its element size")
+        rows, cols = x.shape
+        size = self.dtype.itemsize
+        row_stride, col_stride = x.strides
+        if x.size == 0:
+            return rows, cols, max(cols, 1)  # no element is read or written
+        if cols > 1 and col_stride != size:
+            raise ValueError(f"{label} must have contiguous rows (column stride {size} bytes), got {col_stride}")
+        if rows <= 1:
+            return rows, cols, max(cols, 1)
+        if row_stride % size or row_stride // size < cols:
+            raise ValueError(f"{label} row stride must be a multiple of {size} and at least a row, got {row_stride}")
+        return rows, cols, row_stride // size
