@@ -11,6 +11,7 @@
 
 from . import ops, optim
 from .autodiff import grad
+from .compiled import compile
 from .errors import GraphError, MissingRuleError
 from .evaluate import evaluate
 from .formula import Formula, formula
@@ -65,6 +66,7 @@ __all__ = [
     "broadcast_to",
     "cast",
     "check_grads",
+    "compile",
     "concat",
     "const",
     "evaluate",

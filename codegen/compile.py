@@ -1,0 +1,104 @@
+"""The compiler driver: graph → rewrites → program → LLVM → a Python callable."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from symbackprop.errors import GraphError
+from symbackprop.graph import Tensor, topological_order
+from symbackprop.rewrite import simplify
+
+from . import debug
+from .emit import emit_program
+from .expr import FAST
+from .jit import compile_ir
+from .lower import lower
+from .runtime import BoundProgram, batch_size_of, check_argument, native_entry
+
+
+def check_inputs(outputs: Sequence[Tensor], inputs: Sequence[Tensor]) -> list[Tensor]:
+    """The inputs as a list, refusing non-inputs, repeats and inputs the outputs need but lack."""
+    inputs = list(inputs)
+    for position, node in enumerate(inputs):
+        if not isinstance(node, Tensor) or node.op != "input":
+            raise GraphError(f"inputs[{position}] must be a tensor made by sb.input, got {node!r}")
+    if len(set(inputs)) != len(inputs):
+        raise GraphError(f"inputs {[n.label for n in inputs]} list an input twice")
+    needed = [n for n in topological_order(outputs) if n.op == "input" and n not in inputs]
+    if needed:
+        raise GraphError(f"the outputs need the input(s) {[n.label for n in needed]}, which are not in inputs")
+    return inputs
+
+
+class CompiledFunction:
+    """Outputs of a graph as native code; call it with one array per input, in order.
+
+    Parameters are read from their ``.value`` at every call, so they may change between
+    calls. Results are new NumPy arrays. See :func:`symbackprop.compile`.
+    """
+
+    def __init__(self, outputs, inputs: Sequence[Tensor], *, fast_math: bool = True, rewrite: bool = True):
+        single = isinstance(outputs, Tensor)
+        self.outputs = [outputs] if single else list(outputs)
+        if not self.outputs or not all(isinstance(o, Tensor) for o in self.outputs):
+            raise GraphError("compile: outputs must be a tensor or a non-empty list of tensors")
+        self.single = single
+        self.inputs = check_inputs(self.outputs, inputs)
+        self.rewritten = simplify(self.outputs) if rewrite else None
+        graph = self.rewritten.outputs if rewrite else self.outputs
+        with debug.stage("lower", {}):
+            self.program = lower(graph, self.inputs)
+        debug.log(1, f"kernel program:\n{self.program}")
+        self.module = emit_program(self.program, flags=FAST if fast_math else ())
+        self.compiled = compile_ir(self.module)
+        self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)
+        self.params = [b for b in self.program.buffers if b.role == "param"]
+        self.input_buffers = self.program.inputs
+
+    def __call__(self, *arrays):
+        if len(arrays) != len(self.inputs):
+            names = [n.label for n in self.inputs]
+            raise TypeError(f"expected {len(self.inputs)} argument(s) for the inputs {names}, got {len(arrays)}")
+        arrays = [check_argument(node, a) for node, a in zip(self.inputs, arrays)]
+        batch = batch_size_of(self.inputs, arrays)
+        check_indices(self.program.index_checks, self.inputs, arrays)
+        bound = self.bound
+        bound.prepare(batch)
+        for buffer, array in zip(self.input_buffers, arrays):
+            bound.bind(buffer, array)
+        for buffer in self.params:
+            bound.bind(buffer, buffer.node.value)
+        results = bound.outputs(batch)
+        bound.run(batch)
+        return results[0] if self.single else results
+
+    # -- inspection ---------------------------------------------------------------------------------
+    @property
+    def kernel_ir(self) -> str:
+        """The kernel program (loop nests over buffers) as text."""
+        return str(self.program)
+
+    @property
+    def llvm_ir(self) -> str:
+        return self.compiled.ir
+
+    @property
+    def optimized_ir(self) -> str:
+        return self.compiled.optimized_ir
+
+    @property
+    def assembly(self) -> str:
+        return self.compiled.assembly
+
+
+def check_indices(checks, inputs, arrays) -> None:
+    """Labels and indices fed to one_hot or gather must be in range; checked before the call."""
+    by_name = {node.label: array for node, array in zip(inputs, arrays)}
+    for name, bound in checks:
+        values = by_name[name]
+        if values.size and (values.min() < 0 or values.max() >= bound):
+            bad = values[(values < 0) | (values >= bound)].ravel()[0]
+            raise GraphError(f"input {name!r}: the value {bad} is out of range; expected 0 <= {name} < {bound}")
+
+
+__all__ = ["CompiledFunction", "check_inputs"]

@@ -1,0 +1,332 @@
+"""Emission: a :class:`~codegen.kernels.Program` becomes an LLVM module.
+
+Each kernel becomes a function of its buffers (``noalias`` pointers: distinct buffers
+never overlap), the batch size and an error-status pointer; ``run(table, n)`` loads the
+buffer addresses from a table and calls the kernels in order, returning the status (0 when
+every index was in range). Loops are plain scalar loop nests with unit-stride innermost
+loops, which LLVM's loop vectorizer widens; maths comes from :mod:`codegen.expr`.
+``emitters`` maps each kernel class to its emitter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import llvmlite.ir as ir
+import sympy
+
+from .expr import FAST, ExprEmitter, emit_index
+from .kernels import Copy, Fill, Gather, Map, Matmul, OneHot, Program, Reduce, ScatterAdd, View
+
+I32, I64 = ir.IntType(32), ir.IntType(64)
+I8P = ir.IntType(8).as_pointer()
+ELEMENT = {"float32": ir.FloatType(), "float64": ir.DoubleType(), "int64": I64}
+STATUS_INDEX_OUT_OF_RANGE = 1
+
+
+def element_type(dtype: str) -> ir.Type:
+    return ELEMENT[dtype]
+
+
+class KernelBuilder:
+    """One kernel function under construction: its pointer arguments, ``n`` and status."""
+
+    def __init__(self, module: ir.Module, name: str, buffers: list, flags):
+        self.buffers = list(dict.fromkeys(buffers))
+        types = [element_type(b.dtype).as_pointer() for b in self.buffers] + [I64, I32.as_pointer()]
+        self.function = ir.Function(module, ir.FunctionType(ir.VoidType(), types), name=name)
+        self.function.linkage = "internal"
+        for arg in self.function.args[: len(self.buffers)]:
+            arg.add_attribute("noalias")
+        self.pointers = dict(zip(self.buffers, self.function.args))
+        self.n = self.function.args[len(self.buffers)]
+        self.status = self.function.args[len(self.buffers) + 1]
+        self.builder = ir.IRBuilder(self.function.append_basic_block("entry"))
+        self.flags = flags
+
+    def index(self, expr) -> ir.Value:
+        return emit_index(self.builder, sympy.sympify(expr), self.n)
+
+    def address(self, view: View, linear: ir.Value) -> ir.Value:
+        return self.builder.gep(self.pointers[view.buffer], [linear], inbounds=True)
+
+    def load(self, view: View, linear: ir.Value) -> ir.Value:
+        return self.builder.load(self.address(view, linear), align=_align(view))
+
+    def store(self, view: View, linear: ir.Value, value: ir.Value) -> None:
+        self.builder.store(value, self.address(view, linear), align=_align(view))
+
+    def loop(self, count: ir.Value, body: Callable[[ir.Value], None]) -> None:
+        """``for i in range(count): body(i)``."""
+        b = self.builder
+        before = b.block
+        head = self.function.append_basic_block("loop")
+        inside = self.function.append_basic_block("body")
+        after = self.function.append_basic_block("after")
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64)
+        i.add_incoming(ir.Constant(I64, 0), before)
+        b.cbranch(b.icmp_signed("<", i, count), inside, after)
+        b.position_at_end(inside)
+        body(i)
+        i.add_incoming(b.add(i, ir.Constant(I64, 1)), b.block)
+        b.branch(head)
+        b.position_at_end(after)
+
+    def fail(self, condition: ir.Value) -> None:
+        """Record an error in the status word when ``condition`` holds (no branch needed)."""
+        b = self.builder
+        old = b.load(self.status)
+        b.store(b.select(condition, ir.Constant(I32, STATUS_INDEX_OUT_OF_RANGE), old), self.status)
+
+    def finish(self) -> ir.Function:
+        self.builder.ret_void()
+        return self.function
+
+
+def _align(view: View) -> int:
+    return 4 if view.dtype == "float32" else 8
+
+
+def convert(builder: ir.IRBuilder, value: ir.Value, source: str, target: str) -> ir.Value:
+    """Value conversion between float32, float64 and int64, as NumPy's astype does."""
+    if source == target:
+        return value
+    to = element_type(target)
+    if source == "int64":
+        return builder.sitofp(value, to)
+    if target == "int64":
+        return builder.fptosi(value, to)
+    return builder.fpext(value, to) if target == "float64" else builder.fptrunc(value, to)
+
+
+# -- elementwise loop nests (Map, Copy, Fill) -----------------------------------------------------------
+def collapse(shape, views: list[View]):
+    """Merge adjacent axes that every view walks contiguously, and drop axes of length 1.
+
+    Returns the new shape and, per view, its strides; fewer, longer loops vectorise better.
+    """
+    dims = [(d, [v.strides[i] for v in views]) for i, d in enumerate(shape) if d != 1]
+    merged: list = []
+    for size, strides in dims:
+        if merged:
+            last_size, last_strides = merged[-1]
+            if all(sympy.expand(ls - s * size) == 0 for ls, s in zip(last_strides, strides)):
+                merged[-1] = (last_size * size, strides)
+                continue
+        merged.append((size, strides))
+    return [m[0] for m in merged], [[m[1][k] for m in merged] for k in range(len(views))]
+
+
+def emit_elementwise(kb: KernelBuilder, out: View, inputs: list[View], body) -> None:
+    """``out[idx] = body(values of inputs at idx)`` over the shape of ``out``."""
+    views = [out, *inputs]
+    shape, strides = collapse(out.shape, views)
+    offsets = [kb.index(v.offset) for v in views]
+
+    def level(depth, bases):
+        if depth == len(shape):
+            values = [kb.load(v, base) for v, base in zip(inputs, bases[1:])]
+            kb.store(out, bases[0], body(values))
+            return
+        steps = [kb.index(s[depth]) for s in strides]
+
+        def inner(i):
+            moved = [kb.builder.add(base, kb.builder.mul(i, step)) for base, step in zip(bases, steps)]
+            level(depth + 1, moved)
+
+        kb.loop(kb.index(shape[depth]), inner)
+
+    level(0, offsets)
+
+
+def _map(kb: KernelBuilder, kernel: Map) -> None:
+    ty = element_type(kernel.out.dtype)
+
+    def body(values):
+        env = {
+            s: convert(kb.builder, v, view.dtype, kernel.out.dtype)
+            for s, v, view in zip(kernel.fn.symbols, values, kernel.inputs)
+        }
+        return ExprEmitter(kb.builder, ty, env, kb.flags)(kernel.fn.body)
+
+    emit_elementwise(kb, kernel.out, kernel.inputs, body)
+
+
+def _copy(kb: KernelBuilder, kernel: Copy) -> None:
+    emit_elementwise(
+        kb, kernel.out, [kernel.src], lambda values: convert(kb.builder, values[0], kernel.src.dtype, kernel.out.dtype)
+    )
+
+
+def _fill(kb: KernelBuilder, kernel: Fill) -> None:
+    value = kernel.value
+    if value.free_symbols:
+        scalar = convert(kb.builder, kb.index(value), "int64", kernel.out.dtype)
+    else:
+        scalar = ir.Constant(
+            element_type(kernel.out.dtype), float(value) if kernel.out.dtype != "int64" else int(value)
+        )
+    emit_elementwise(kb, kernel.out, [], lambda values: scalar)
+
+
+# -- matmul -----------------------------------------------------------------------------------------------
+def _matmul(kb: KernelBuilder, kernel: Matmul) -> None:
+    """``C = op(A)·op(B)``, loops ordered i, k, j so the innermost loop walks rows of C and B."""
+    b = kb.builder
+    a_view, b_view, c_view = kernel.a, kernel.b, kernel.out
+    rows, cols = c_view.shape
+    inner = a_view.shape[0] if kernel.trans_a else a_view.shape[1]
+    m, n_cols, k_len = kb.index(rows), kb.index(cols), kb.index(inner)
+    lda, ldb, ldc = kb.index(a_view.strides[0]), kb.index(b_view.strides[0]), kb.index(c_view.strides[0])
+    a0, b0, c0 = kb.index(a_view.offset), kb.index(b_view.offset), kb.index(c_view.offset)
+    zero = ir.Constant(element_type(c_view.dtype), 0.0)
+
+    def row(i):
+        c_row = b.add(c0, b.mul(i, ldc))
+        kb.loop(n_cols, lambda j: kb.store(c_view, b.add(c_row, j), zero))
+
+        def step(k):
+            a_at = b.add(a0, b.add(b.mul(k, lda), i) if kernel.trans_a else b.add(b.mul(i, lda), k))
+            a_ik = kb.load(a_view, a_at)
+
+            def column(j):
+                b_at = b.add(b0, b.add(b.mul(j, ldb), k) if kernel.trans_b else b.add(b.mul(k, ldb), j))
+                at = b.add(c_row, j)
+                product = b.fmul(a_ik, kb.load(b_view, b_at), flags=kb.flags)
+                kb.store(c_view, at, b.fadd(kb.load(c_view, at), product, flags=kb.flags))
+
+            kb.loop(n_cols, column)
+
+        kb.loop(k_len, step)
+
+    kb.loop(m, row)
+
+
+# -- reductions -----------------------------------------------------------------------------------------
+def _reduce(kb: KernelBuilder, kernel: Reduce) -> None:
+    b = kb.builder
+    ty = element_type(kernel.out.dtype)
+    combine = (
+        (lambda x, y: b.fadd(x, y, flags=kb.flags))
+        if kernel.op == "sum"
+        else (lambda x, y: b.select(b.fcmp_unordered(">", y, x), y, x))
+    )
+    identity = ir.Constant(ty, 0.0 if kernel.op == "sum" else float("-inf"))
+    outer, size, inner = kb.index(kernel.outer), kb.index(kernel.size), kb.index(kernel.inner)
+    src0, out0 = kb.index(kernel.src.offset), kb.index(kernel.out.offset)
+
+    def each_outer(o):
+        out_row = b.add(out0, b.mul(o, inner))
+        src_block = b.add(src0, b.mul(o, b.mul(size, inner)))
+        kb.loop(inner, lambda i: kb.store(kernel.out, b.add(out_row, i), identity))
+
+        def each_r(r):
+            src_row = b.add(src_block, b.mul(r, inner))
+
+            def each_i(i):
+                at = b.add(out_row, i)
+                kb.store(kernel.out, at, combine(kb.load(kernel.out, at), kb.load(kernel.src, b.add(src_row, i))))
+
+            kb.loop(inner, each_i)
+
+        kb.loop(size, each_r)
+
+    kb.loop(outer, each_outer)
+
+
+# -- indexing -------------------------------------------------------------------------------------------
+def _in_range(kb: KernelBuilder, index: ir.Value, bound: int):
+    b = kb.builder
+    ok = b.and_(b.icmp_signed(">=", index, ir.Constant(I64, 0)), b.icmp_signed("<", index, ir.Constant(I64, bound)))
+    kb.fail(b.not_(ok))
+    return b.select(ok, index, ir.Constant(I64, 0))  # a bad index reads row 0, never outside
+
+
+def _gather(kb: KernelBuilder, kernel: Gather) -> None:
+    b = kb.builder
+    count = kb.index(sympy.Mul(*kernel.indices.shape))
+    length = kb.index(kernel.row_length)
+    t0, i0, o0 = kb.index(kernel.table.offset), kb.index(kernel.indices.offset), kb.index(kernel.out.offset)
+
+    def each(i):
+        row = _in_range(kb, kb.load(kernel.indices, b.add(i0, i)), kernel.rows)
+        src, dst = b.add(t0, b.mul(row, length)), b.add(o0, b.mul(i, length))
+        kb.loop(length, lambda j: kb.store(kernel.out, b.add(dst, j), kb.load(kernel.table, b.add(src, j))))
+
+    kb.loop(count, each)
+
+
+def _scatter_add(kb: KernelBuilder, kernel: ScatterAdd) -> None:
+    b = kb.builder
+    count = kb.index(sympy.Mul(*kernel.indices.shape))
+    length = kb.index(kernel.row_length)
+    v0, i0, o0 = kb.index(kernel.values.offset), kb.index(kernel.indices.offset), kb.index(kernel.out.offset)
+
+    def each(i):
+        row = _in_range(kb, kb.load(kernel.indices, b.add(i0, i)), kernel.rows)
+        src, dst = b.add(v0, b.mul(i, length)), b.add(o0, b.mul(row, length))
+
+        def add(j):
+            at = b.add(dst, j)
+            kb.store(kernel.out, at, b.fadd(kb.load(kernel.out, at), kb.load(kernel.values, b.add(src, j))))
+
+        kb.loop(length, add)
+
+    kb.loop(count, each)
+
+
+def _one_hot(kb: KernelBuilder, kernel: OneHot) -> None:
+    b = kb.builder
+    ty = element_type(kernel.out.dtype)
+    count = kb.index(sympy.Mul(*kernel.labels.shape))
+    depth = ir.Constant(I64, kernel.depth)
+    l0, o0 = kb.index(kernel.labels.offset), kb.index(kernel.out.offset)
+
+    def each(i):
+        label = kb.load(kernel.labels, b.add(l0, i))
+        ok = b.and_(b.icmp_signed(">=", label, ir.Constant(I64, 0)), b.icmp_signed("<", label, depth))
+        kb.fail(b.not_(ok))
+        row = b.add(o0, b.mul(i, depth))
+        kb.loop(depth, lambda k: kb.store(kernel.out, b.add(row, k), b.uitofp(b.icmp_signed("==", label, k), ty)))
+
+    kb.loop(count, each)
+
+
+emitters = {
+    Map: _map,
+    Copy: _copy,
+    Fill: _fill,
+    Matmul: _matmul,
+    Reduce: _reduce,
+    Gather: _gather,
+    ScatterAdd: _scatter_add,
+    OneHot: _one_hot,
+}
+
+
+def kernel_buffers(kernel) -> list:
+    views = [v for v in vars(kernel).values() if isinstance(v, View)] + list(getattr(kernel, "inputs", []))
+    return [v.buffer for v in views]
+
+
+def emit_program(program: Program, name: str = "run", flags=FAST) -> ir.Module:
+    """The LLVM module of a program: one internal function per kernel and ``i32 name(i8**, i64)``."""
+    module = ir.Module(name=name)
+    run = ir.Function(module, ir.FunctionType(I32, [I8P.as_pointer(), I64]), name=name)
+    table, n = run.args
+    builder = ir.IRBuilder(run.append_basic_block("entry"))
+    status = builder.alloca(I32)
+    builder.store(ir.Constant(I32, 0), status)
+    pointers = {}
+    for buffer in program.buffers:
+        raw = builder.load(builder.gep(table, [ir.Constant(I64, buffer.slot)]))
+        pointers[buffer] = builder.bitcast(raw, element_type(buffer.dtype).as_pointer())
+    for index, kernel in enumerate(program.kernels):
+        kb = KernelBuilder(module, f"{name}_k{index}_{type(kernel).__name__.lower()}", kernel_buffers(kernel), flags)
+        emitters[type(kernel)](kb, kernel)
+        fn = kb.finish()
+        builder.call(fn, [pointers[b] for b in kb.buffers] + [n, status])
+    builder.ret(builder.load(status))
+    return module

@@ -1,0 +1,228 @@
+"""The kernel IR: loop-nest kernels over views of buffers, and the program that runs them.
+
+Sizes, strides and offsets are SymPy expressions of the batch size ``n`` (the symbol
+:data:`N`), fixed when the program is called. A :class:`View` is NumPy's idea of an array:
+a buffer, an offset, a shape and strides (in elements), so broadcasting, transposing,
+reshaping and slicing cost nothing; kernels read views and write views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from symbackprop.graph import Tensor
+from symbackprop.scalar import ScalarFunction
+
+N = sympy.Symbol("n", integer=True, positive=True)
+
+ROLES = ("input", "param", "const", "state", "output", "temp")
+
+
+@dataclass(eq=False)
+class Buffer:
+    """A block of memory: its slot in the pointer table, dtype, size in elements and role."""
+
+    slot: int
+    dtype: str
+    size: sympy.Expr
+    role: str
+    name: str
+    node: Tensor | None = None  # the input, param or const it holds
+
+    def __repr__(self) -> str:
+        return f"{self.name}"
+
+
+def row_major_strides(shape) -> tuple[sympy.Expr, ...]:
+    strides, step = [], sympy.Integer(1)
+    for dim in reversed(shape):
+        strides.append(step)
+        step = step * dim
+    return tuple(reversed(strides))
+
+
+@dataclass(frozen=True)
+class View:
+    """A strided window on a buffer."""
+
+    buffer: Buffer
+    shape: tuple
+    strides: tuple
+    offset: sympy.Expr = sympy.Integer(0)
+
+    @classmethod
+    def whole(cls, buffer: Buffer, shape) -> View:
+        return cls(buffer, tuple(shape), row_major_strides(shape))
+
+    @property
+    def dtype(self) -> str:
+        return self.buffer.dtype
+
+    def extent(self, batch: int) -> tuple[int, int]:
+        """The lowest and highest element this view touches, for a batch size."""
+        low = high = int(sympy.sympify(self.offset).subs(N, batch))
+        for dim, stride in zip(self.shape, self.strides):
+            reach = (int(sympy.sympify(dim).subs(N, batch)) - 1) * int(sympy.sympify(stride).subs(N, batch))
+            low, high = (low + reach, high) if reach < 0 else (low, high + reach)
+        return low, high
+
+    def is_contiguous(self) -> bool:
+        """Row-major and dense; axes of length 1 may have any stride."""
+        expected = row_major_strides(self.shape)
+        return all(d == 1 or sympy.simplify(s - e) == 0 for d, s, e in zip(self.shape, self.strides, expected))
+
+    def __str__(self) -> str:
+        where = f"+{self.offset}" if self.offset != 0 else ""
+        dims = ",".join(map(str, self.shape))
+        return f"{self.buffer.name}{where}[{dims}]" + ("" if self.is_contiguous() else f"/{self.strides}")
+
+
+# -- kernels ----------------------------------------------------------------------------------------
+@dataclass
+class Map:
+    """``out[i] = fn(inputs[0][i], ...)`` over the shape of ``out``; inputs may broadcast."""
+
+    out: View
+    inputs: list[View]
+    fn: ScalarFunction
+
+    def __str__(self) -> str:
+        return f"map {self.out} = {self.fn.body} over ({', '.join(map(str, self.inputs))})"
+
+
+@dataclass
+class Copy:
+    """``out[i] = src[i]``, converting the dtype; both may be strided."""
+
+    out: View
+    src: View
+
+    def __str__(self) -> str:
+        return f"copy {self.out} = {self.src}"
+
+
+@dataclass
+class Fill:
+    """``out[i] = value``; the value may be the batch size ``n``."""
+
+    out: View
+    value: sympy.Expr
+
+    def __str__(self) -> str:
+        return f"fill {self.out} = {self.value}"
+
+
+@dataclass
+class Matmul:
+    """``out = op(a)·op(b)`` on row-major matrices; op transposes when the flag is set."""
+
+    out: View
+    a: View
+    b: View
+    trans_a: bool
+    trans_b: bool
+
+    def __str__(self) -> str:
+        ta, tb = "ᵀ" if self.trans_a else "", "ᵀ" if self.trans_b else ""
+        return f"matmul {self.out} = {self.a}{ta} · {self.b}{tb}"
+
+
+@dataclass
+class Reduce:
+    """``out[o, i] = op over r of src[o, r, i]`` for a contiguous ``src`` of shape (outer, size, inner)."""
+
+    out: View
+    src: View
+    op: str
+    outer: sympy.Expr
+    size: sympy.Expr
+    inner: sympy.Expr
+
+    def __str__(self) -> str:
+        return f"reduce-{self.op} {self.out} = {self.src} as ({self.outer}, {self.size}, {self.inner})"
+
+
+@dataclass
+class Gather:
+    """``out[i, :] = table[indices[i], :]``; an index out of range sets the error status."""
+
+    out: View
+    table: View
+    indices: View
+    rows: int
+    row_length: sympy.Expr
+
+    def __str__(self) -> str:
+        return f"gather {self.out} = {self.table}[{self.indices}]"
+
+
+@dataclass
+class ScatterAdd:
+    """``out[indices[i], :] += values[i, :]`` on a zeroed ``out``."""
+
+    out: View
+    values: View
+    indices: View
+    rows: int
+    row_length: sympy.Expr
+
+    def __str__(self) -> str:
+        return f"scatter-add {self.out}[{self.indices}] += {self.values}"
+
+
+@dataclass
+class OneHot:
+    """``out[i, k] = (labels[i] == k)``; a label out of range sets the error status."""
+
+    out: View
+    labels: View
+    depth: int
+
+    def __str__(self) -> str:
+        return f"one-hot {self.out} = {self.labels} == 0..{self.depth - 1}"
+
+
+KERNELS = (Map, Copy, Fill, Matmul, Reduce, Gather, ScatterAdd, OneHot)
+
+
+@dataclass
+class Program:
+    """Kernels in order over a table of buffers; the result of lowering a graph."""
+
+    buffers: list[Buffer]
+    kernels: list
+    inputs: list[Buffer]
+    outputs: list[View]
+    index_checks: list[tuple[Buffer, int]] = field(default_factory=list)  # (int input, bound)
+
+    def __str__(self) -> str:
+        lines = ["buffers:"]
+        for b in self.buffers:
+            lines.append(f"  {b.name}: {b.dtype}[{b.size}] {b.role}")
+        lines.append("kernels:")
+        lines.extend(f"  {k}" for k in self.kernels)
+        lines.append("outputs: " + ", ".join(map(str, self.outputs)))
+        return "\n".join(lines)
+
+    def verify(self) -> None:
+        """Check that every kernel reads buffers written before it (or given from outside) and
+        that every view stays inside its buffer, for a few batch sizes: a view out of bounds
+        would make native code write outside its memory."""
+        ready = {b for b in self.buffers if b.role in ("input", "param", "const", "state")}
+        for kernel in self.kernels:
+            if not isinstance(kernel, KERNELS):
+                raise TypeError(f"unknown kernel {kernel!r}")
+            views = [v for v in vars(kernel).values() if isinstance(v, View)] + list(getattr(kernel, "inputs", []))
+            for view in views:
+                if view is not kernel.out and view.buffer not in ready:
+                    raise ValueError(f"kernel '{kernel}' reads {view.buffer.name} before it is written")
+                for batch in (1, 2, 37):
+                    low, high = view.extent(batch)
+                    size = int(sympy.sympify(view.buffer.size).subs(N, batch))
+                    if low < 0 or high >= size:
+                        raise ValueError(
+                            f"kernel '{kernel}': the view {view} leaves its buffer (size {size}) at n={batch}"
+                        )
+            ready.add(kernel.out.buffer)

@@ -1,0 +1,115 @@
+"""Compiled functions: a program's native code bound to NumPy arrays.
+
+A call checks every argument in Python (shape, dtype, batch size, index ranges) before
+any native code runs, converts what can be converted, writes the addresses of the
+arrays into the buffer table and makes one native call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+
+import numpy as np
+
+from symbackprop.errors import GraphError
+from symbackprop.graph import Tensor
+from symbackprop.shapes import format_shape
+
+from .kernels import N, Program
+
+ALIGNMENT = 64
+
+
+def check_argument(node: Tensor, value) -> np.ndarray:
+    """The argument as a C-contiguous array of the input's dtype, or a clear error.
+
+    Float data of another precision and non-contiguous arrays are converted (copied);
+    integers for int64 inputs must be whole numbers.
+    """
+    name = node.label
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise GraphError(f"input {name!r}: cannot convert the argument to an array ({exc})") from exc
+    if array.ndim != len(node.shape) or any(d is not None and d != g for d, g in zip(node.shape, array.shape)):
+        raise GraphError(f"input {name!r}: expected shape {format_shape(node.shape)}, got {array.shape}")
+    if node.dtype == "int64":
+        if array.dtype.kind not in "iu":
+            raise GraphError(f"input {name!r}: expected integers (int64), got {array.dtype}")
+    elif array.dtype.kind not in "fiub":
+        raise GraphError(f"input {name!r}: expected numbers ({node.dtype}), got {array.dtype}")
+    if None in node.shape and 0 in array.shape:
+        raise GraphError(f"input {name!r}: the batch is empty (shape {array.shape})")
+    return np.asarray(array, dtype=node.dtype, order="C")
+
+
+def batch_size_of(inputs: Sequence[Tensor], arrays: Sequence[np.ndarray]) -> int:
+    """The batch size the arguments agree on (1 when no input has a batch dimension)."""
+    batch, source = None, None
+    for node, array in zip(inputs, arrays):
+        for dim, got in zip(node.shape, array.shape):
+            if dim is None:
+                if batch is not None and got != batch:
+                    raise GraphError(
+                        f"input {node.label!r} has batch size {got}, but {source!r} has {batch}; "
+                        "every input must have the same batch size"
+                    )
+                batch, source = got, node.label
+    return 1 if batch is None else batch
+
+
+def address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
+class BoundProgram:
+    """A compiled program with its buffer table and scratch memory for one batch size at a time."""
+
+    def __init__(self, program: Program, native, compiled_module):
+        self.program, self.native, self.module = program, native, compiled_module
+        self.table = np.zeros(max(len(program.buffers), 1), dtype=np.uint64)
+        self.table_address = address(self.table)
+        self.arena_batch: int | None = None
+        self.arena: np.ndarray | None = None
+        self.outputs_shapes = [tuple(d for d in view.shape) for view in program.outputs]
+        for buffer in program.buffers:
+            if buffer.role == "const":
+                self.table[buffer.slot] = address(buffer.node.value)
+
+    def prepare(self, batch: int) -> None:
+        """Lay out the temporaries for this batch size in one aligned block (kept until it changes)."""
+        if self.arena_batch == batch:
+            return
+        offsets, total = [], 0
+        temps = [b for b in self.program.buffers if b.role == "temp"]
+        for buffer in temps:
+            offsets.append(total)
+            nbytes = int(buffer.size.subs(N, batch)) * np.dtype(buffer.dtype).itemsize
+            total += -(-nbytes // ALIGNMENT) * ALIGNMENT
+        self.arena = np.empty(total + ALIGNMENT, dtype=np.uint8)
+        base = -address(self.arena) % ALIGNMENT
+        for buffer, offset in zip(temps, offsets):
+            self.table[buffer.slot] = address(self.arena) + base + offset
+        self.arena_batch = batch
+
+    def bind(self, buffer, array: np.ndarray) -> None:
+        self.table[buffer.slot] = address(array)
+
+    def outputs(self, batch: int) -> list[np.ndarray]:
+        arrays = []
+        for view in self.program.outputs:
+            shape = tuple(int(d.subs(N, batch)) if hasattr(d, "subs") else int(d) for d in view.shape)
+            array = np.empty(shape, dtype=view.dtype)
+            self.bind(view.buffer, array)
+            arrays.append(array)
+        return arrays
+
+    def run(self, batch: int) -> None:
+        status = self.native(self.table_address, batch)
+        if status:
+            raise IndexError("an index or label was out of range in a compiled gather or one_hot")
+
+
+def native_entry(compiled_module, name: str = "run"):
+    return compiled_module.function(name, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64)
