@@ -447,9 +447,22 @@ def _store_tile(e: _Emitter, accs, c, ldc, mr, nr, beta) -> None:
         b.branch(exit_block)
 
     # Edge tiles: rows past mr are skipped by branches, columns past nr by lane masks, so
-    # no memory outside the mr x nr corner is touched.
+    # no memory outside the mr x nr corner is touched. Masked stores are slow on some CPUs
+    # (AMD), so tiles cut only in M keep plain ones.
     b.position_at_end(edge_block)
-    masks = [e.lane_mask(nr, v * cfg.lanes) for v in range(cfg.nr_vectors)]
+    rows_block = b.append_basic_block("store.rows")
+    masked_block = b.append_basic_block("store.masked")
+    b.cbranch(b.icmp_signed("==", nr, e.i64(cfg.nr)), rows_block, masked_block)
+    b.position_at_end(rows_block)
+    _store_rows(e, accs, c, ldc, mr, beta, None, exit_block)
+    b.position_at_end(masked_block)
+    _store_rows(e, accs, c, ldc, mr, beta, [e.lane_mask(nr, v * cfg.lanes) for v in range(cfg.nr_vectors)], exit_block)
+    b.position_at_end(exit_block)
+
+
+def _store_rows(e: _Emitter, accs, c, ldc, mr, beta, masks, exit_block) -> None:
+    """Store the first ``mr`` rows of the tile, under lane ``masks`` if given; branch to exit."""
+    b, cfg = e.b, e.cfg
     for r, row in enumerate(accs):
         if r:
             row_block = b.append_basic_block(f"store.row{r}")
@@ -458,12 +471,17 @@ def _store_tile(e: _Emitter, accs, c, ldc, mr, nr, beta) -> None:
         c_row = b.gep(c, [b.mul(e.i64(r), ldc)])
         for v, acc in enumerate(row):
             pointer = e.at(c_row, v * cfg.lanes)
+            if masks is None:
+                old = e.load_vector(pointer, cfg.itemsize)
+            else:
+                old = e.masked_load(pointer, masks[v], cfg.itemsize)
             # select, not a multiply by beta: C's old contents may be NaN when not accumulating.
-            old = e.masked_load(pointer, masks[v], cfg.itemsize)
             value = b.select(beta, b.fadd(acc, old), acc)
-            e.masked_store(value, pointer, masks[v], cfg.itemsize)
+            if masks is None:
+                e.store_vector(value, pointer, cfg.itemsize)
+            else:
+                e.masked_store(value, pointer, masks[v], cfg.itemsize)
     b.branch(exit_block)
-    b.position_at_end(exit_block)
 
 
 # --------------------------------------------------------------------------- packing
@@ -480,43 +498,46 @@ def _emit_pack(module: ir.Module, name: str, cfg: MatmulConfig, width: int, alon
     fn = _new_function(module, name, [t, t, _I64, _I64, _I64, _I64], noalias=(0, 1))
     dst, src, kc, valid, ks, ws = fn.args
     e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
-    one = e.i64(1)
-    if along_width and width % cfg.lanes == 0:
+    if along_width:
         _pack_rows(e, dst, src, kc, valid, ks, width)
-    elif along_width:
-        _pack_scalars(e, dst, src, e.i64(0), kc, valid, ks, one, width)
     else:
         # Whole blocks of `lanes` k values are transposed in registers; the rest one by one.
         blocks = e.b.mul(e.b.sdiv(kc, e.i64(cfg.lanes)), e.i64(cfg.lanes))
         _pack_transposed(e, dst, src, blocks, valid, ws, width)
-        _pack_scalars(e, dst, src, blocks, kc, valid, one, ws, width)
+        _pack_scalars(e, dst, src, blocks, kc, valid, e.i64(1), ws, width)
     e.b.ret_void()
     return fn
 
 
 def _pack_rows(e: _Emitter, dst, src, kc, valid, ks, width: int) -> None:
-    """Source rows contiguous in ``w``: vector copies, masked (zero-filling) for a partial panel."""
+    """Source rows contiguous in ``w``: whole-row vector copies; a partial panel is masked
+    (zero-filling) where the width is whole vectors, else copied element by element."""
     b, cfg = e.b, e.cfg
-    vectors = width // cfg.lanes
-    full = b.icmp_signed("==", valid, e.i64(width))
+    row_type = ir.VectorType(e.scalar, width)
+    whole_vectors = width % cfg.lanes == 0
     full_block = b.append_basic_block("full")
     part_block = b.append_basic_block("part")
     exit_block = b.append_basic_block("exit")
-    b.cbranch(full, full_block, part_block)
-    for block, masked in ((full_block, False), (part_block, True)):
-        b.position_at_end(block)
-        masks = [e.lane_mask(valid, v * cfg.lanes) for v in range(vectors)] if masked else None
+    b.cbranch(b.icmp_signed("==", valid, e.i64(width)), full_block, part_block)
+    b.position_at_end(full_block)
+    with e.loop(e.i64(0), kc, 1, "k") as k:
+        # One <width x T> value per row; LLVM splits it into the target's vectors.
+        row = b.load(b.bitcast(b.gep(src, [b.mul(k, ks)]), row_type.as_pointer()), align=cfg.itemsize)
+        out = b.bitcast(b.gep(dst, [b.mul(k, e.i64(width))]), row_type.as_pointer())
+        b.store(row, out, align=cfg.vector_bytes if whole_vectors else cfg.itemsize)
+    b.branch(exit_block)
+    b.position_at_end(part_block)
+    if whole_vectors:
+        masks = [e.lane_mask(valid, v * cfg.lanes) for v in range(width // cfg.lanes)]
         with e.loop(e.i64(0), kc, 1, "k") as k:
             row = b.gep(src, [b.mul(k, ks)])
             out = b.gep(dst, [b.mul(k, e.i64(width))])
-            for v in range(vectors):
-                pointer = e.at(row, v * cfg.lanes)
-                if masked:
-                    value = e.masked_load(pointer, masks[v], cfg.itemsize)
-                else:
-                    value = e.load_vector(pointer, cfg.itemsize)
+            for v, mask in enumerate(masks):
+                value = e.masked_load(e.at(row, v * cfg.lanes), mask, cfg.itemsize)
                 e.store_vector(value, e.at(out, v * cfg.lanes), cfg.vector_bytes)
-        b.branch(exit_block)
+    else:
+        _pack_scalars(e, dst, src, e.i64(0), kc, valid, ks, e.i64(1), width)
+    b.branch(exit_block)
     b.position_at_end(exit_block)
 
 

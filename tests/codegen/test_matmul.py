@@ -1,11 +1,15 @@
 """The matmul kernel against NumPy: every transposition, both dtypes, edge shapes, strides, errors."""
 
+import re
+
+import llvmlite.binding as llvm
 import llvmlite.ir as ir
 import numpy as np
 import pytest
 
 from codegen.jit import compile_ir
 from codegen.matmul import MatmulConfig, MatmulKernels, emit_matmul, matmul_config, matmul_workspace_size
+from codegen.target import TargetSpec, emit_assembly, host_spec, optimize, target_machine, vector_features
 
 DTYPES = ["float32", "float64"]
 TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
@@ -130,15 +134,56 @@ def test_other_tile_configuration_is_correct(dtype):
             _check(c, a, b, trans_a, trans_b)
 
 
-def test_micro_kernel_uses_fused_multiply_add_when_the_host_has_it():
-    from codegen.target import host_spec
+def _hottest_block(assembly: str) -> list[str]:
+    """The basic block of the assembly with the most FMA instructions (the k loop)."""
+    blocks, current = [], []
+    for line in assembly.splitlines():
+        if re.match(r"^[.\w]+:", line):
+            blocks.append(current)
+            current = []
+        current.append(line)
+        if re.match(r"^\s+j\w+\s", line):
+            blocks.append(current)
+            current = []
+    blocks.append(current)
+    return max(blocks, key=lambda block: sum("vfmadd" in line for line in block))
 
-    if "+fma" not in host_spec().features.split(","):
-        pytest.skip("host has no FMA")
+
+def _check_register_blocking(assembly: str, cfg: MatmulConfig, register: str) -> None:
+    loop = _hottest_block(assembly)
+    fmas = [line.split() for line in loop if "vfmadd231p" in line]
+    assert len(fmas) == cfg.mr * cfg.nr_vectors * cfg.unroll
+    assert all(f"%{register}" in fma[-1] for fma in fmas)
+    # Every accumulator has its own register and nothing goes to or from the stack.
+    assert len({fma[-1] for fma in fmas}) == cfg.mr * cfg.nr_vectors
+    assert not any("%rsp" in line for line in loop)
+
+
+def test_micro_kernel_keeps_accumulators_in_host_registers():
+    spec = host_spec()
+    if "+fma" not in spec.features.split(",") or spec.vector_bits < 256:
+        pytest.skip("host has no AVX and FMA")
     module = ir.Module()
     emit_matmul(module, "mm", "float32", False, False)
-    assembly = compile_ir(module).assembly
-    assert "vfmadd231ps" in assembly
+    register = "zmm" if spec.vector_bits == 512 else "ymm"
+    _check_register_blocking(compile_ir(module).assembly, matmul_config("float32"), register)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_avx512_tile_is_register_blocked(dtype):
+    # Assembly for another CPU can be generated (not run) on any x86-64 host.
+    if not host_spec().triple.startswith("x86_64"):
+        pytest.skip("x86-64 only")
+    features = vector_features("+avx,+avx2,+fma,+avx512f,+avx512vl,+avx512bw,+avx512dq")
+    spec = TargetSpec(host_spec().triple, "skylake-avx512", features)
+    cfg = matmul_config(dtype, spec)
+    assert (cfg.mr, cfg.nr) == (12, 32 if dtype == "float32" else 16)
+    module = ir.Module()
+    emit_matmul(module, "mm", dtype, False, False, cfg)
+    module_ref = llvm.parse_assembly(str(module))
+    machine = target_machine(spec)
+    optimize(module_ref, machine=machine)
+    _check_register_blocking(emit_assembly(module_ref, machine), cfg, "zmm")
 
 
 def test_workspace_size_covers_the_packed_blocks():
