@@ -14,8 +14,18 @@ from codegen.target import TargetSpec, emit_assembly, host_spec, optimize, targe
 DTYPES = ["float32", "float64"]
 TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
 
-# (M, N, K): odd sizes, single rows and columns, K = 1, whole 6 x 16 tiles, and sizes just
-# past the host blocks (KC 256, MC 150 for float32 on AVX2) and a tile edge inside them.
+
+def _block_edges() -> list[tuple[int, int, int]]:
+    """Sizes just past the host's cache blocks (KC, MC) of either dtype, and two K blocks."""
+    shapes = set()
+    for dtype in DTYPES:
+        cfg = matmul_config(dtype)
+        shapes |= {(7, 17, cfg.kc + 1), (cfg.mc + 1, 19, 20), (40, 45, 2 * cfg.kc + 8)}
+    return sorted(shapes)
+
+
+# (M, N, K): odd sizes, single rows and columns, K = 1, whole tiles (6 x 16 on AVX2),
+# and sizes straddling the cache blocks with a tile edge inside them.
 SHAPES = [
     (1, 1, 1),
     (3, 3, 3),
@@ -25,9 +35,7 @@ SHAPES = [
     (17, 1, 129),
     (5, 33, 1),
     (12, 32, 8),
-    (7, 17, 257),
-    (151, 19, 20),
-    (40, 45, 520),
+    *_block_edges(),
 ]
 
 
@@ -74,7 +82,7 @@ def test_product_matches_numpy(kernels, m, n, k, trans_a, trans_b):
 
 
 @pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES)
-@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (17, 33, 3), (129, 17, 300)])
+@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (17, 33, 3), (129, 17, 400)])
 def test_accumulate_adds_to_output(kernels, m, n, k, trans_a, trans_b):
     a, b = _operands(m, n, k, trans_a, trans_b, kernels.dtype, seed=7)
     c0 = np.random.default_rng(1).standard_normal((m, n)).astype(kernels.dtype)
@@ -84,7 +92,7 @@ def test_accumulate_adds_to_output(kernels, m, n, k, trans_a, trans_b):
 
 
 @pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES)
-@pytest.mark.parametrize("m, n, k", [(3, 5, 7), (20, 37, 19), (131, 70, 260)])
+@pytest.mark.parametrize("m, n, k", [(3, 5, 7), (20, 37, 19), (131, 70, 400)])
 def test_submatrix_views_with_large_strides(kernels, m, n, k, trans_a, trans_b):
     a_full, b_full = _operands(m + 5, n + 9, k + 7, trans_a, trans_b, kernels.dtype, seed=3)
     # Offsets of one element leave the views aligned only to their element size.
@@ -110,6 +118,18 @@ def test_empty_inner_dimension_zeroes_or_keeps_output(kernels, accumulate):
 def test_empty_output_is_a_no_op(kernels):
     out = kernels(np.empty((0, 3), kernels.dtype), np.ones((3, 5), kernels.dtype))
     assert out.shape == (0, 5)
+
+
+def test_native_function_ignores_non_positive_sizes(kernels):
+    # Generated code calls the kernel directly; degenerate sizes must neither crash nor write.
+    fn = kernels.functions[False, False]
+    c = np.full((2, 2), 5.0, kernels.dtype)
+    work = kernels.workspace(2, 2, 2)
+    for m, n, k in [(-1, 2, 2), (2, -3, 2), (0, 0, 0)]:
+        fn(m, n, k, 0, 2, 0, 2, c.ctypes.data, 2, 0, work.ctypes.data)
+    np.testing.assert_array_equal(c, 5.0)
+    fn(2, 2, -4, 0, 2, 0, 2, c.ctypes.data, 2, 0, work.ctypes.data)
+    np.testing.assert_array_equal(c, 0.0)
 
 
 def test_wide_output_crosses_the_column_block():
