@@ -47,8 +47,22 @@ def _map(node, g):
         elif partial.is_number:
             cotangents.append(g if partial == 1 else F.multiply(g, float(partial)))
         else:
-            cotangents.append(F.multiply(g, apply_body(fn.symbols, partial, node.inputs, node)))
+            cotangents.append(F.multiply(g, _partial_value(fn, partial, node)))
     return cotangents
+
+
+def _partial_value(fn, partial, node):
+    """The partial derivative as a tensor, in terms of the node's own value where possible.
+
+    ``tanh' = 1 - tanh²``, ``sigmoid' = sigmoid·(1 - sigmoid)`` and ``exp' = exp`` then reuse
+    the forward result ``h`` instead of recomputing it from the input, as backprop by hand does.
+    """
+    if fn.arity == 1:
+        (u,) = real_symbols("u")
+        in_output = partial.xreplace({fn.body: u})
+        if fn.symbols[0] not in in_output.free_symbols:
+            return apply_body((u,), in_output, [node], node)
+    return apply_body(fn.symbols, partial, node.inputs, node)
 
 
 def _matmul(node, g):

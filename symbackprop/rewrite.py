@@ -143,7 +143,19 @@ def _exp_sum(node: Tensor):
         total = total.inputs[0]
     if total.op != "sum" or total.inputs[0].op != "map" or total.inputs[0].attrs["fn"] is not F.EXP:
         return None, None
-    return total.inputs[0].inputs[0], total
+    x = total.inputs[0].inputs[0]
+    if _is_shifted(x):
+        return None, None
+    return x, total
+
+
+def _is_shifted(x: Tensor) -> bool:
+    """``x`` is already ``y - max(y)``, as logsumexp and softmax make it."""
+    if x.op != "map" or x.attrs["fn"] is not F.SUBTRACT:
+        return False
+    peak, _ = _through_wrappers(x.inputs[1])
+    peak = peak.inputs[0] if peak.op == "broadcast" else peak
+    return peak.op == "stop_gradient" and peak.inputs[0].op == "max"
 
 
 def fuse_elementwise(outputs, log):
@@ -263,7 +275,7 @@ def stabilise_bodies(outputs, log):
         body = _apply_body_rules(fn.body, steps)
         if not steps:
             body = _simplify(fn.body)
-            if sympy.count_ops(body) >= sympy.count_ops(node.attrs["fn"].body):
+            if cost(body) >= cost(node.attrs["fn"].body):
                 return None  # recomputing the producers buys neither stability nor work
             steps.append(RewriteStep("simplify_through_producers", _body_text(node), str(body)))
         log.extend(steps)
@@ -285,18 +297,46 @@ def simplify_bodies(outputs, log):
             return None
         if tidy != body:
             log.append(RewriteStep("simplify", str(body), str(tidy)))
+        if tidy in fn.symbols:  # the map became the identity on one operand
+            return _fit(inputs[fn.symbols.index(tidy)], node.shape)
+        if tidy.is_number:
+            return _constant(tidy, node)
         return make_node("map", inputs, fn=ScalarFunction(fn.name, fn.symbols, tidy))
 
     return _rebuild(outputs, transform)
+
+
+# What each operation costs in generated code, roughly in multiplies: simplification must
+# not trade 1 - tanh(x)**2 for 1/cosh(x)**2 (cosh has no inline version) or add divisions.
+OP_COST = {
+    "ADD": 1,
+    "SUB": 1,
+    "MUL": 1,
+    "NEG": 1,
+    "DIV": 4,
+    "POW": 3,
+    "EXP": 12,
+    "LOG": 14,
+    "TANH": 16,
+    "SIGMOID": 16,
+    "SOFTPLUS": 28,
+}
+DEFAULT_OP_COST = 40  # functions called from the C library
+
+
+def cost(expr: sympy.Expr) -> float:
+    """The estimated cost of evaluating ``expr`` once, by :data:`OP_COST`."""
+    counts = sympy.count_ops(expr, visual=True)
+    return float(counts.xreplace({s: OP_COST.get(s.name, DEFAULT_OP_COST) for s in counts.free_symbols}))
 
 
 def _simplify(body: sympy.Expr) -> sympy.Expr:
     tidy = sympy.factor_terms(sympy.cancel(body)) if body.is_rational_function() else body
     if sympy.count_ops(body) <= SIMPLIFY_MAX_OPS:
         candidate = sympy.simplify(body)
-        if sympy.count_ops(candidate) < sympy.count_ops(tidy):
+        if cost(candidate) < cost(tidy):
             tidy = candidate
-    return tidy if sympy.count_ops(tidy) <= sympy.count_ops(body) else body
+    return tidy if cost(tidy) <= cost(body) else body
 
 
 PASSES = (stabilise_logsumexp, fuse_elementwise, stabilise_bodies, simplify_bodies, stabilise_logsumexp)
