@@ -341,27 +341,46 @@ def _new_function(module: ir.Module, name: str, arg_types: list[ir.Type], noalia
 # --------------------------------------------------------------------------- micro-kernel
 
 
-def _emit_micro_kernel(module: ir.Module, name: str, cfg: MatmulConfig) -> ir.Function:
-    """``kernel(kc, Ap, Bp, C, ldc, mr, nr, beta)``: one MR x NR tile of C from packed panels.
+def _emit_micro_kernel(module: ir.Module, name: str, cfg: MatmulConfig, rows: int, sets: int) -> ir.Function:
+    """``kernel(kc, Ap, Bp, C, ldc, mr, nr, beta)``: a ``rows x NR`` tile of C from packed panels.
 
-    ``Ap`` holds ``kc`` columns of MR values, ``Bp`` ``kc`` rows of NR values (aligned).
-    Only the top-left ``mr x nr`` of the tile is stored; ``beta`` adds the tile to C.
+    ``Ap`` holds ``kc`` columns of MR values (of which the first ``rows`` are used), ``Bp``
+    ``kc`` rows of NR values (aligned). Only the top-left ``mr x nr`` of the tile is
+    stored; ``beta`` adds the tile to C. ``sets`` independent sets of accumulators take
+    turns over k and are summed at the end: a short tile has too few accumulators to hide
+    the FMA latency by itself.
     """
     t = llvm_float_type(cfg.dtype).as_pointer()
     fn = _new_function(module, name, [_I64, t, t, t, _I64, _I64, _I64, _I1], noalias=(1, 2, 3))
     kc, ap, bp, c, ldc, mr, nr, beta = fn.args
     e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
-    _prefetch_tile(e, c, ldc)
+    _prefetch_tile(e, c, ldc, rows)
     zero = ir.Constant(e.vector, [0.0] * cfg.lanes)
-    accs = [[zero] * cfg.nr_vectors for _ in range(cfg.mr)]
-    accs, k = _k_loop(e, accs, ap, bp, e.i64(0), kc, cfg.unroll, "ku")
-    accs, _ = _k_loop(e, accs, ap, bp, k, kc, 1, "k1")
+    tiles = [[[zero] * cfg.nr_vectors for _ in range(rows)] for _ in range(sets)]
+    step = sets * -(-cfg.unroll // sets)
+    tiles, k = _k_loop(e, tiles, ap, bp, e.i64(0), kc, step, "ku")
+    tiles, _ = _k_loop(e, tiles, ap, bp, k, kc, 1, "k1")
+    accs = tiles[0]
+    for other in tiles[1:]:
+        accs = [[e.b.fadd(x, y) for x, y in zip(row, other_row)] for row, other_row in zip(accs, other)]
     _store_tile(e, accs, c, ldc, mr, nr, beta)
     e.b.ret_void()
     return fn
 
 
-def _prefetch_tile(e: _Emitter, c, ldc) -> None:
+def _edge_kernels(cfg: MatmulConfig) -> list[tuple[int, int]]:
+    """(rows, accumulator sets) of the short kernels for the last rows of a block.
+
+    A block of M rows ends in a tile of ``M mod MR`` rows (2 of 6 for M = 128); running a
+    full tile there costs as much as a full one. Tiles of a third and two thirds of MR,
+    with as many accumulator sets as the registers hold, take 1/3 and 2/3 of the time.
+    """
+    budget = cfg.mr * cfg.nr_vectors
+    rows = sorted({r for r in (cfg.mr // 3, 2 * cfg.mr // 3) if 0 < r < cfg.mr})
+    return [(r, max(1, budget // (r * cfg.nr_vectors))) for r in rows]
+
+
+def _prefetch_tile(e: _Emitter, c, ldc, rows: int) -> None:
     """Ask for the tile's rows of C now, so they arrive while the k loop runs.
 
     Prefetching an address outside the tile (an edge tile's absent rows) cannot fault.
@@ -370,7 +389,7 @@ def _prefetch_tile(e: _Emitter, c, ldc) -> None:
     i8p = ir.IntType(8).as_pointer()
     fn = e.intrinsic("llvm.prefetch.p0", _VOID, [i8p, _I32, _I32, _I32])
     last = cfg.nr - 1
-    for r in range(cfg.mr):
+    for r in range(rows):
         row = b.gep(c, [b.mul(e.i64(r), ldc)])
         for offset in (0, last):
             # rw = 1 (for writing), locality = 3 (keep in all levels), data cache.
@@ -378,11 +397,12 @@ def _prefetch_tile(e: _Emitter, c, ldc) -> None:
             b.call(fn, args)
 
 
-def _k_loop(e: _Emitter, accs, ap, bp, start, kc, step: int, name: str):
+def _k_loop(e: _Emitter, tiles, ap, bp, start, kc, step: int, name: str):
     """Accumulate steps ``start, start+1, ...`` while ``step`` more fit below ``kc``.
 
-    Returns the accumulators and the first step not done. The accumulators are phi nodes,
-    which is what keeps them in registers across iterations.
+    ``tiles`` is a list of accumulator sets (rows of vectors); step ``u`` of an iteration
+    updates set ``u mod len(tiles)``. Returns the accumulators and the first step not done.
+    The accumulators are phi nodes, which is what keeps them in registers.
     """
     b, cfg = e.b, e.cfg
     before = b.block
@@ -393,24 +413,29 @@ def _k_loop(e: _Emitter, accs, ap, bp, start, kc, step: int, name: str):
     b.position_at_end(head)
     k = b.phi(_I64, name=name)
     k.add_incoming(start, before)
-    phis = [[b.phi(e.vector) for _ in row] for row in accs]
-    for phi_row, row in zip(phis, accs):
-        for phi, value in zip(phi_row, row):
-            phi.add_incoming(value, before)
+    phis = [[[b.phi(e.vector) for _ in row] for row in tile] for tile in tiles]
+    _add_incoming(phis, tiles, before)
     b.cbranch(b.icmp_signed("<=", b.add(k, e.i64(step)), kc), body, done)
     b.position_at_end(body)
-    new = phis
+    new = list(phis)
     a_col = b.gep(ap, [b.mul(k, e.i64(cfg.mr))])
     b_row = b.gep(bp, [b.mul(k, e.i64(cfg.nr))])
     for u in range(step):
-        new = _fma_step(e, new, e.at(a_col, u * cfg.mr), e.at(b_row, u * cfg.nr))
+        s = u % len(tiles)
+        new[s] = _fma_step(e, new[s], e.at(a_col, u * cfg.mr), e.at(b_row, u * cfg.nr))
     k.add_incoming(b.add(k, e.i64(step)), b.block)
-    for phi_row, row in zip(phis, new):
-        for phi, value in zip(phi_row, row):
-            phi.add_incoming(value, b.block)
+    _add_incoming(phis, new, b.block)
     e.no_vectorize(b.branch(head))
     b.position_at_end(done)
     return phis, k
+
+
+def _add_incoming(phis, values, block) -> None:
+    """Add ``values`` as the incoming values from ``block`` of the matching nested ``phis``."""
+    for phi_tile, tile in zip(phis, values):
+        for phi_row, row in zip(phi_tile, tile):
+            for phi, value in zip(phi_row, row):
+                phi.add_incoming(value, block)
 
 
 def _fma_step(e: _Emitter, accs, a_col: ir.Value, b_row: ir.Value):
@@ -418,16 +443,16 @@ def _fma_step(e: _Emitter, accs, a_col: ir.Value, b_row: ir.Value):
     cfg = e.cfg
     b_vectors = [e.load_vector(e.at(b_row, v * cfg.lanes), cfg.vector_bytes) for v in range(cfg.nr_vectors)]
     out = []
-    for r in range(cfg.mr):
+    for r, row in enumerate(accs):
         a = e.splat(e.b.load(e.at(a_col, r), align=cfg.itemsize))
-        out.append([e.fmuladd(a, bv, acc) for bv, acc in zip(b_vectors, accs[r])])
+        out.append([e.fmuladd(a, bv, acc) for bv, acc in zip(b_vectors, row)])
     return out
 
 
 def _store_tile(e: _Emitter, accs, c, ldc, mr, nr, beta) -> None:
     """Write the accumulators to C: plain vector stores for a whole tile, masked at the edges."""
     b, cfg = e.b, e.cfg
-    whole = b.and_(b.icmp_signed("==", mr, e.i64(cfg.mr)), b.icmp_signed("==", nr, e.i64(cfg.nr)))
+    whole = b.and_(b.icmp_signed("==", mr, e.i64(len(accs))), b.icmp_signed("==", nr, e.i64(cfg.nr)))
     full_block = b.append_basic_block("store.full")
     edge_block = b.append_basic_block("store.edge")
     exit_block = b.append_basic_block("store.exit")
@@ -689,12 +714,16 @@ def emit_matmul(
         fn.args[index].add_attribute("noalias")
     # The helpers depend only on the configuration, so every matmul of a module shares them.
     tag = f"{cfg.dtype}.{cfg.mr}x{cfg.nr_vectors}x{cfg.lanes}"
-    kernel = _shared(module, f"matmul.kernel.{tag}.u{cfg.unroll}", lambda n: _emit_micro_kernel(module, n, cfg))
+    kernels = [
+        (rows, _shared(module, f"matmul.kernel.{tag}.u{cfg.unroll}.r{rows}s{sets}", emit))
+        for rows, sets in [*_edge_kernels(cfg), (cfg.mr, 1)]
+        for emit in [lambda n, rows=rows, sets=sets: _emit_micro_kernel(module, n, cfg, rows, sets)]
+    ]
     # A packed panel is MR rows of op(A) read along k; it is contiguous along the panel
     # width exactly when A is stored transposed. Likewise B's NR columns when not transposed.
     pack_a = _shared_pack(module, tag, cfg, cfg.mr, along_width=bool(trans_a))
     pack_b = _shared_pack(module, tag, cfg, cfg.nr, along_width=not trans_b)
-    _emit_driver(fn, cfg, kernel, pack_a, pack_b, bool(trans_a), bool(trans_b))
+    _emit_driver(fn, cfg, kernels, pack_a, pack_b, bool(trans_a), bool(trans_b))
     return fn
 
 
@@ -709,7 +738,7 @@ def _shared_pack(module: ir.Module, tag: str, cfg: MatmulConfig, width: int, alo
     return _shared(module, name, lambda n: _emit_pack(module, n, cfg, width, along_width))
 
 
-def _emit_driver(fn, cfg: MatmulConfig, kernel, pack_a, pack_b, trans_a: bool, trans_b: bool) -> None:
+def _emit_driver(fn, cfg: MatmulConfig, kernels, pack_a, pack_b, trans_a: bool, trans_b: bool) -> None:
     """The blocked loops around packing and the micro-kernel."""
     m, n, k, a, lda, bmat, ldb, c, ldc, accumulate, work = fn.args
     e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
@@ -750,10 +779,27 @@ def _emit_driver(fn, cfg: MatmulConfig, kernel, pack_a, pack_b, trans_a: bool, t
                         rows = e.min(e.i64(cfg.mr), b.sub(mc, ir_))
                         tile = e.at(c, b.mul(b.add(ic, ir_), ldc), b.add(jc, jr))
                         args = [kc, e.at(ap, b.mul(ir_, kc)), e.at(bp, b.mul(jr, kc)), tile, ldc, rows, cols, beta]
-                        b.call(kernel, args)
+                        _call_kernel(e, kernels, rows, args)
     b.branch(exit_block)
     b.position_at_end(exit_block)
     b.ret_void()
+
+
+def _call_kernel(e: _Emitter, kernels: list[tuple[int, ir.Function]], rows: ir.Value, args: list) -> None:
+    """Call the first kernel, in order of increasing height, whose tile holds ``rows`` rows."""
+    b = e.b
+    after = b.append_basic_block("tile.done")
+    for height, kernel in kernels[:-1]:
+        call_block = b.append_basic_block(f"tile.r{height}")
+        next_block = b.append_basic_block(f"tile.over{height}")
+        b.cbranch(b.icmp_signed("<=", rows, e.i64(height)), call_block, next_block)
+        b.position_at_end(call_block)
+        b.call(kernel, args)
+        b.branch(after)
+        b.position_at_end(next_block)
+    b.call(kernels[-1][1], args)
+    b.branch(after)
+    b.position_at_end(after)
 
 
 def _balanced_step(e: _Emitter, size, block: int, multiple: int) -> ir.Value:

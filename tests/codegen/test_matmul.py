@@ -25,10 +25,13 @@ def _block_edges() -> list[tuple[int, int, int]]:
 
 
 # (M, N, K): odd sizes, single rows and columns, K = 1, whole tiles (6 x 16 on AVX2),
-# and sizes straddling the cache blocks with a tile edge inside them.
+# every height of the last row tile (M mod 6 from 0 to 5), and sizes straddling the cache
+# blocks with a tile edge inside them.
 SHAPES = [
     (1, 1, 1),
+    (2, 5, 9),
     (3, 3, 3),
+    (128, 20, 30),
     (17, 17, 17),
     (129, 129, 129),
     (1, 17, 3),
