@@ -11,7 +11,9 @@ The kernel follows the layout of GotoBLAS and BLIS:
   row after row, so that the micro-kernel reads it as a contiguous, aligned stream that
   stays in the L1 cache; ``op(A)`` is packed an ``MC x KC`` block at a time into panels of
   MR rows, column after column, which stay in L2. Packing also pads the edges with zeros,
-  so the micro-kernel always runs a whole tile and only its stores are masked.
+  so a micro-kernel always runs a whole tile and only its stores are cut to the matrix.
+  The last rows of a block use shorter tiles (a third and two thirds of MR), which need
+  less time than a full tile.
 - The loops around the micro-kernel block N by NC, K by KC and M by MC, so that each
   packed block is reused from the cache level it was sized for.
 
@@ -674,8 +676,9 @@ def emit_matmul(
                   T *C, int64 ldc, int32 accumulate, T *work)
 
     ``work`` must hold `matmul_workspace_size` ``(M, N, K)`` elements. The caller
-    guarantees that the row strides are at least the row lengths, and that C overlaps
-    neither A, B nor work (all four are ``noalias``); only element alignment is assumed.
+    guarantees that the row strides are at least the row lengths and that C and work
+    overlap no other argument (A, B, C and work are ``noalias``; A and B may overlap each
+    other, being only read). Only element alignment is assumed of any pointer.
     ``M <= 0`` or ``N <= 0`` does nothing; ``K <= 0`` zeroes C unless accumulating.
 
     Parameters
@@ -714,11 +717,7 @@ def emit_matmul(
         fn.args[index].add_attribute("noalias")
     # The helpers depend only on the configuration, so every matmul of a module shares them.
     tag = f"{cfg.dtype}.{cfg.mr}x{cfg.nr_vectors}x{cfg.lanes}"
-    kernels = [
-        (rows, _shared(module, f"matmul.kernel.{tag}.u{cfg.unroll}.r{rows}s{sets}", emit))
-        for rows, sets in [*_edge_kernels(cfg), (cfg.mr, 1)]
-        for emit in [lambda n, rows=rows, sets=sets: _emit_micro_kernel(module, n, cfg, rows, sets)]
-    ]
+    kernels = _shared_kernels(module, tag, cfg)
     # A packed panel is MR rows of op(A) read along k; it is contiguous along the panel
     # width exactly when A is stored transposed. Likewise B's NR columns when not transposed.
     pack_a = _shared_pack(module, tag, cfg, cfg.mr, along_width=bool(trans_a))
@@ -731,6 +730,17 @@ def _shared(module: ir.Module, name: str, emit) -> ir.Function:
     """The module's function ``name``, emitted by ``emit(name)`` on first use."""
     existing = module.globals.get(name)
     return existing if existing is not None else emit(name)
+
+
+def _shared_kernels(module: ir.Module, tag: str, cfg: MatmulConfig) -> list[tuple[int, ir.Function]]:
+    """(tile height, micro-kernel) pairs, shortest first: the edge kernels, then the full tile."""
+    kernels = []
+    for rows, sets in [*_edge_kernels(cfg), (cfg.mr, 1)]:
+        name = f"matmul.kernel.{tag}.u{cfg.unroll}.r{rows}s{sets}"
+        kernels.append(
+            (rows, _shared(module, name, lambda n, r=rows, s=sets: _emit_micro_kernel(module, n, cfg, r, s)))
+        )
+    return kernels
 
 
 def _shared_pack(module: ir.Module, tag: str, cfg: MatmulConfig, width: int, along_width: bool) -> ir.Function:
