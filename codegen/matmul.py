@@ -335,6 +335,9 @@ def _new_function(module: ir.Module, name: str, arg_types: list[ir.Type], noalia
     fn = ir.Function(module, ir.FunctionType(_VOID, arg_types), name=name)
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
+    # Called once per tile or panel, so a call costs nothing measurable, while inlining
+    # copies of every helper into every matmul of a module doubled its compile time.
+    fn.attributes.add("noinline")
     for index in noalias:
         fn.args[index].add_attribute("noalias")
     return fn
