@@ -24,6 +24,7 @@ The scratch memory for the packed blocks is a caller-provided workspace (see
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -891,9 +892,14 @@ class MatmulKernels:
         argtypes = (i64, i64, i64, ptr, i64, ptr, i64, ptr, i64, ctypes.c_int32, ptr)
         self.functions = {key: self.compiled.function(name, None, *argtypes) for key, name in names.items()}
         self._work = np.empty(0, self.dtype)
+        # ctypes releases the GIL during the call: the lock keeps threads off one workspace.
+        self._lock = threading.Lock()
 
     def workspace(self, m: int, n: int, k: int) -> np.ndarray:
-        """A workspace for an ``m x n x k`` product, kept and grown between calls."""
+        """A workspace for an ``m x n x k`` product, kept and grown between calls.
+
+        Callers of ``functions`` from several threads need one workspace each.
+        """
         size = matmul_workspace_size(m, n, k, self.dtype.name, self.config)
         if self._work.size < size:
             self._work = np.empty(size, self.dtype)
@@ -933,10 +939,11 @@ class MatmulKernels:
         for label, other in (("a", a), ("b", b)):
             if np.shares_memory(out, other):
                 raise ValueError(f"out must not share memory with {label}")
-        work = self.workspace(m, n, k)
         fn = self.functions[bool(trans_a), bool(trans_b)]
-        pointers = a.ctypes.data, b.ctypes.data, out.ctypes.data, work.ctypes.data
-        fn(m, n, k, pointers[0], lda, pointers[1], ldb, pointers[2], ldc, int(bool(accumulate)), pointers[3])
+        with self._lock:
+            work = self.workspace(m, n, k)
+            pointers = a.ctypes.data, b.ctypes.data, out.ctypes.data, work.ctypes.data
+            fn(m, n, k, pointers[0], lda, pointers[1], ldb, pointers[2], ldc, int(bool(accumulate)), pointers[3])
         return out
 
     def _matrix(self, label: str, x: np.ndarray) -> tuple[int, int, int]:

@@ -135,6 +135,16 @@ def test_native_function_ignores_non_positive_sizes(kernels):
     np.testing.assert_array_equal(c, 0.0)
 
 
+def test_threads_sharing_one_object_get_right_results(kernels):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [_operands(m, m + 3, 40 + m, False, False, kernels.dtype, seed=m) for m in (20, 50, 90, 130)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda ab: kernels(*ab), cases * 3))
+    for (a, b), c in zip(cases * 3, results):
+        _check(c, a, b, False, False)
+
+
 def test_wide_output_crosses_the_column_block():
     # N past NC = 4096 (a second packed block of B); M and K small to stay fast.
     mm = MatmulKernels("float32")
