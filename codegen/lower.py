@@ -14,6 +14,7 @@ import sympy
 from symbackprop.errors import MissingRuleError
 from symbackprop.graph import Tensor, topological_order
 from symbackprop.ops import PRIMITIVES
+from symbackprop.scalar import ScalarFunction
 
 from .kernels import (
     Buffer,
@@ -123,7 +124,12 @@ def _same(ctx, node, views):
 
 # -- rules: kernels -------------------------------------------------------------------------------------
 def _map(ctx, node, views):
-    return ctx.emit(Map(ctx.temp(node), list(views), node.attrs["fn"]))
+    fn = node.attrs["fn"]
+    used = [i for i, s in enumerate(fn.symbols) if s in fn.body.free_symbols] or [0]
+    if len(used) < fn.arity:  # operands the body ignores are neither read nor kept alive
+        fn = ScalarFunction(fn.name, [fn.symbols[i] for i in used], fn.body)
+        views = [views[i] for i in used]
+    return ctx.emit(Map(ctx.temp(node), list(views), fn))
 
 
 def _cast(ctx, node, views):
@@ -273,20 +279,38 @@ def lower(outputs: Sequence[Tensor], inputs: Sequence[Tensor], in_place: dict | 
 
 
 def _write_in_place(ctx, in_place):
-    """Point the kernels that compute updates at the buffers they replace, and run them last."""
+    """Point the kernels that compute updates at the buffers they replace, and run them last.
+
+    Every other kernel may read the old values, so updates go after all of them; among the
+    updates, a kernel overwriting a buffer runs after the updates that still read it (an
+    optimizer's ``w`` rule reads the old momentum that the momentum rule overwrites).
+    """
     updates = []
     for new, old in in_place.items():
         target = ctx.views[old]
         kernel = next((k for k in ctx.kernels if k.out is ctx.views[new]), None)
-        if not isinstance(kernel, Map) or ctx.views[new].buffer.role != "temp":
-            kernel = Copy(target, ctx.views[new])
-            ctx.kernels.append(kernel)
-        else:
+        if isinstance(kernel, Map) and ctx.views[new].buffer.role == "temp" and _readers(ctx, kernel.out.buffer) == 0:
+            ctx.kernels.remove(kernel)
             kernel.out = target
-        ctx.kernels.remove(kernel)
+        else:
+            kernel = Copy(target, ctx.views[new])
         updates.append(kernel)
-    # Every other kernel may read the old values, so updates go after all of them.
-    ctx.kernels.extend(updates)
+    ctx.kernels.extend(_reads_before_writes(updates))
+
+
+def _readers(ctx, buffer) -> int:
+    return sum(1 for k in ctx.kernels if buffer in _reads(k))
+
+
+def _reads_before_writes(updates: list) -> list:
+    ordered, waiting = [], list(updates)
+    while waiting:
+        ready = [k for k in waiting if not any(k.out.buffer in _reads(other) for other in waiting if other is not k)]
+        if not ready:
+            raise ValueError("the in-place updates read each other's results in a cycle; compute them into temporaries")
+        ordered.extend(ready)
+        waiting = [k for k in waiting if k not in ready]
+    return ordered
 
 
 def _as_output(ctx, node, index) -> View:

@@ -71,6 +71,7 @@ class BoundProgram:
         self.table = np.zeros(max(len(program.buffers), 1), dtype=np.uint64)
         self.table_address = address(self.table)
         self.arena_batch: int | None = None
+        self.bound: dict[int, np.ndarray] = {}
         self.arena: np.ndarray | None = None
         self.outputs_shapes = [tuple(d for d in view.shape) for view in program.outputs]
         for buffer in program.buffers:
@@ -94,6 +95,9 @@ class BoundProgram:
         self.arena_batch = batch
 
     def bind(self, buffer, array: np.ndarray) -> None:
+        # The table holds raw addresses: keep each array alive while its address is there,
+        # or native code would write into freed memory.
+        self.bound[buffer.slot] = array
         self.table[buffer.slot] = address(array)
 
     def outputs(self, batch: int) -> list[np.ndarray]:

@@ -11,7 +11,7 @@
 
 from . import ops, optim
 from .autodiff import grad
-from .compiled import compile
+from .compiled import compile, compile_step
 from .errors import GraphError, MissingRuleError
 from .evaluate import evaluate
 from .formula import Formula, formula
@@ -67,6 +67,7 @@ __all__ = [
     "cast",
     "check_grads",
     "compile",
+    "compile_step",
     "concat",
     "const",
     "evaluate",

@@ -31,3 +31,26 @@ def compile(outputs, inputs: Sequence[Tensor] = (), *, fast_math: bool = True, r
     from codegen.compile import CompiledFunction
 
     return CompiledFunction(outputs, inputs, fast_math=fast_math, rewrite=rewrite)
+
+
+def compile_step(loss, inputs: Sequence[Tensor], params: Sequence[Tensor], optimizer, *, fast_math: bool = True):
+    """Compile one training step (forward, backward, optimizer update) to native code.
+
+    Returns ``step``: ``step(*batch)`` runs one step on a minibatch and returns its loss,
+    updating the params' ``.value`` arrays in place; ``step.epoch(*data, batch_size=32,
+    shuffle=True, seed=0)`` runs every minibatch of a data set in one native call and
+    returns the mean loss. ``optimizer`` is one of :mod:`symbackprop.optim`.
+
+    >>> import numpy as np, symbackprop as sb
+    >>> x, y = sb.input("x", (None, 1)), sb.input("y", (None, 1))
+    >>> w = sb.param("w", (1, 1))
+    >>> step = sb.compile_step(sb.mse(x @ w, y), [x, y], [w], sb.optim.SGD(lr=0.1))
+    >>> X = np.linspace(-1, 1, 64, dtype=np.float32)[:, None]
+    >>> for epoch in range(30):
+    ...     loss = step.epoch(X, 3 * X, batch_size=16, seed=epoch)
+    >>> round(float(w.value[0, 0]), 3)
+    3.0
+    """
+    from codegen.step import CompiledStep
+
+    return CompiledStep(loss, inputs, params, optimizer, fast_math=fast_math)

@@ -1,0 +1,172 @@
+"""Compiled training steps: forward, backward and the optimizer update in one native call."""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+
+import numpy as np
+
+from symbackprop.autodiff import grad
+from symbackprop.errors import GraphError
+from symbackprop.graph import Tensor
+from symbackprop.rewrite import simplify
+
+from .compile import check_indices, check_inputs
+from .emit import emit_program
+from .epoch import emit_epoch
+from .expr import FAST
+from .jit import compile_ir
+from .lower import lower
+from .runtime import BoundProgram, address, batch_size_of, check_argument, native_entry
+
+
+class CompiledStep:
+    """One training step as native code: ``step(*batch) -> loss``, params updated in place.
+
+    See :func:`symbackprop.compile_step`. The optimizer's state (momenta, moments) is kept
+    in ``state`` and the number of steps taken in ``steps``.
+    """
+
+    def __init__(
+        self, loss: Tensor, inputs: Sequence[Tensor], params: Sequence[Tensor], optimizer, *, fast_math: bool = True
+    ):
+        if not isinstance(loss, Tensor) or loss.shape != ():
+            raise GraphError(f"compile_step: the loss must be a scalar tensor, got {loss!r}")
+        self.params = _check_params(params)
+        self.optimizer = optimizer
+        self.inputs = check_inputs([loss], inputs)
+        grads = grad(loss, self.params)
+        update = optimizer.step_graph(self.params, grads)
+        self.state = optimizer.init_states(self.params)
+        self.state_inputs = update.state_inputs
+        self.step_input = update.step_input
+        self.steps = 0
+        targets = [loss, *update.new_values.values(), *update.new_states.values()]
+        self.rewritten = simplify(targets)
+        new_loss, *new_updates = self.rewritten.outputs
+        replaced = [*update.new_values, *(update.state_inputs[key] for key in update.new_states)]
+        extra_inputs = list(update.state_inputs.values()) + (
+            [update.step_input] if update.step_input is not None else []
+        )
+        self.program = lower([new_loss], self.inputs + extra_inputs, in_place=dict(zip(new_updates, replaced)))
+        module = emit_program(self.program, flags=FAST if fast_math else ())
+        slots = {b.node: b.slot for b in self.program.buffers if b.node is not None}
+        step_slot = slots.get(update.step_input) if update.step_input is not None else None
+        emit_epoch(
+            module,
+            module.get_global("run"),
+            [slots[n] for n in self.inputs],
+            step_slot,
+            self.program.outputs[0].buffer.slot,
+            loss.dtype,
+        )
+        self.compiled = compile_ir(module)
+        self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)
+        self._epoch = self.compiled.function(
+            "epoch", ctypes.c_int32, *[ctypes.c_void_p] * 2, ctypes.c_int64, *[ctypes.c_void_p] * 5
+        )
+        self._epoch.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 5
+        self._step_value = np.zeros((), dtype=np.float64)
+        self._buffers = {b.node: b for b in self.program.buffers if b.node is not None}
+
+    def _bind_model(self, batch: int) -> None:
+        bound = self.bound
+        bound.prepare(batch)
+        for p in self.params:
+            bound.bind(self._buffers[p], p.value)
+        for key, node in self.state_inputs.items():
+            if node in self._buffers:
+                bound.bind(self._buffers[node], self.state[key])
+        if self.step_input is not None and self.step_input in self._buffers:
+            bound.bind(self._buffers[self.step_input], self._step_value)
+
+    def __call__(self, *arrays) -> float:
+        """One step on one minibatch; returns the loss before the update."""
+        if len(arrays) != len(self.inputs):
+            raise TypeError(
+                f"expected {len(self.inputs)} argument(s) for the inputs {[n.label for n in self.inputs]}, got {len(arrays)}"
+            )
+        arrays = [check_argument(node, a) for node, a in zip(self.inputs, arrays)]
+        batch = batch_size_of(self.inputs, arrays)
+        check_indices(self.program.index_checks, self.inputs, arrays)
+        self._bind_model(batch)
+        for node, array in zip(self.inputs, arrays):
+            self.bound.bind(self._buffers[node], array)
+        (loss,) = self.bound.outputs(batch)
+        self.steps += 1
+        self._step_value[()] = self.steps
+        self.bound.run(batch)
+        return float(loss)
+
+    def epoch(self, *arrays, batch_size: int = 32, shuffle: bool = True, seed: int | None = None) -> float:
+        """Steps over every minibatch of the data in one native call; returns the mean loss.
+
+        ``arrays`` hold the whole data set, one per input, with the examples along the
+        batch axis. With ``shuffle`` the order is a permutation drawn from ``seed``.
+        """
+        if len(arrays) != len(self.inputs):
+            raise TypeError(
+                f"expected {len(self.inputs)} array(s) for the inputs {[n.label for n in self.inputs]}, got {len(arrays)}"
+            )
+        for node in self.inputs:
+            if not node.shape or node.shape[0] is not None:
+                raise GraphError(f"epoch: input {node.label!r} needs the batch dimension first, got {node.shape}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise GraphError(f"epoch: batch_size must be a positive int, got {batch_size!r}")
+        arrays = [check_argument(node, a) for node, a in zip(self.inputs, arrays)]
+        count = batch_size_of(self.inputs, arrays)
+        check_indices(self.program.index_checks, self.inputs, arrays)
+        batch = min(int(batch_size), count)
+        order = np.random.default_rng(seed).permutation(count) if shuffle else np.arange(count)
+        order = order.astype(np.int64)
+        self._bind_model(batch)
+        staging = [np.empty((batch, *a.shape[1:]), dtype=a.dtype) for a in arrays]
+        for node, array in zip(self.inputs, staging):
+            self.bound.bind(self._buffers[node], array)
+        self.bound.outputs(batch)
+        sources = np.array([address(a) for a in arrays], dtype=np.uint64)
+        row_bytes = np.array([a[0].nbytes if a.ndim > 1 else a.itemsize for a in arrays], dtype=np.int64)
+        counter = np.array([float(self.steps)])
+        losses = np.zeros(1)
+        status = self._epoch(
+            self.bound.table_address,
+            batch,
+            count,
+            address(order),
+            address(sources),
+            address(row_bytes),
+            address(counter),
+            address(losses),
+        )
+        self.steps = int(counter[0])
+        self._step_value[()] = self.steps
+        if status:
+            raise IndexError("an index or label was out of range in a compiled gather or one_hot")
+        return float(losses[0] / count)
+
+    @property
+    def kernel_ir(self) -> str:
+        return str(self.program)
+
+    @property
+    def llvm_ir(self) -> str:
+        return self.compiled.ir
+
+    @property
+    def assembly(self) -> str:
+        return self.compiled.assembly
+
+
+def _check_params(params) -> list[Tensor]:
+    params = list(params)
+    for position, p in enumerate(params):
+        if not isinstance(p, Tensor) or p.op != "param":
+            raise GraphError(f"params[{position}] must be a tensor made by sb.param, got {p!r}")
+    if len(set(params)) != len(params):
+        raise GraphError(f"params {[p.label for p in params]} list a param twice")
+    for i, p in enumerate(params):
+        for q in params[:i]:
+            if np.shares_memory(p.value, q.value):
+                raise GraphError(f"params {q.label!r} and {p.label!r} share memory; give each its own array")
+    return params
