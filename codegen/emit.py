@@ -17,6 +17,7 @@ import sympy
 
 from .expr import FAST, ExprEmitter, emit_index
 from .kernels import Copy, Fill, Gather, Map, Matmul, OneHot, Program, Reduce, ScatterAdd, View
+from .matmul import emit_matmul
 
 I32, I64 = ir.IntType(32), ir.IntType(64)
 I8P = ir.IntType(8).as_pointer()
@@ -173,35 +174,21 @@ def _fill(kb: KernelBuilder, kernel: Fill) -> None:
 
 # -- matmul -----------------------------------------------------------------------------------------------
 def _matmul(kb: KernelBuilder, kernel: Matmul) -> None:
-    """``C = op(A)·op(B)``, loops ordered i, k, j so the innermost loop walks rows of C and B."""
+    """A call of the packed, register-blocked kernel of :mod:`codegen.matmul` (one per variant)."""
     b = kb.builder
-    a_view, b_view, c_view = kernel.a, kernel.b, kernel.out
-    rows, cols = c_view.shape
-    inner = a_view.shape[0] if kernel.trans_a else a_view.shape[1]
-    m, n_cols, k_len = kb.index(rows), kb.index(cols), kb.index(inner)
-    lda, ldb, ldc = kb.index(a_view.strides[0]), kb.index(b_view.strides[0]), kb.index(c_view.strides[0])
-    a0, b0, c0 = kb.index(a_view.offset), kb.index(b_view.offset), kb.index(c_view.offset)
-    zero = ir.Constant(element_type(c_view.dtype), 0.0)
+    name = f"matmul_{kernel.out.dtype}_{'t' if kernel.trans_a else 'n'}{'t' if kernel.trans_b else 'n'}"
+    module = kb.function.module
+    callee = module.globals.get(name) or emit_matmul(module, name, kernel.out.dtype, kernel.trans_a, kernel.trans_b)
+    rows, cols = kernel.out.shape
+    inner = kernel.a.shape[0] if kernel.trans_a else kernel.a.shape[1]
 
-    def row(i):
-        c_row = b.add(c0, b.mul(i, ldc))
-        kb.loop(n_cols, lambda j: kb.store(c_view, b.add(c_row, j), zero))
+    def at(view):
+        return b.gep(kb.pointers[view.buffer], [kb.index(view.offset)], inbounds=True)
 
-        def step(k):
-            a_at = b.add(a0, b.add(b.mul(k, lda), i) if kernel.trans_a else b.add(b.mul(i, lda), k))
-            a_ik = kb.load(a_view, a_at)
-
-            def column(j):
-                b_at = b.add(b0, b.add(b.mul(j, ldb), k) if kernel.trans_b else b.add(b.mul(k, ldb), j))
-                at = b.add(c_row, j)
-                product = b.fmul(a_ik, kb.load(b_view, b_at), flags=kb.flags)
-                kb.store(c_view, at, b.fadd(kb.load(c_view, at), product, flags=kb.flags))
-
-            kb.loop(n_cols, column)
-
-        kb.loop(k_len, step)
-
-    kb.loop(m, row)
+    arguments = [kb.index(rows), kb.index(cols), kb.index(inner)]
+    arguments += [at(kernel.a), kb.index(kernel.a.strides[0]), at(kernel.b), kb.index(kernel.b.strides[0])]
+    arguments += [at(kernel.out), kb.index(kernel.out.strides[0]), ir.Constant(I32, 0), kb.pointers[kernel.work]]
+    b.call(callee, arguments)
 
 
 # -- reductions -----------------------------------------------------------------------------------------
@@ -308,7 +295,8 @@ emitters = {
 
 def kernel_buffers(kernel) -> list:
     views = [v for v in vars(kernel).values() if isinstance(v, View)] + list(getattr(kernel, "inputs", []))
-    return [v.buffer for v in views]
+    work = [kernel.work] if getattr(kernel, "work", None) is not None else []
+    return [v.buffer for v in views] + work
 
 
 def emit_program(program: Program, name: str = "run", flags=FAST) -> ir.Module:

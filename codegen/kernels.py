@@ -17,7 +17,7 @@ from symbackprop.scalar import ScalarFunction
 
 N = sympy.Symbol("n", integer=True, positive=True)
 
-ROLES = ("input", "param", "const", "state", "output", "temp")
+ROLES = ("input", "param", "const", "state", "output", "temp", "workspace")
 
 
 @dataclass(eq=False)
@@ -123,6 +123,13 @@ class Matmul:
     b: View
     trans_a: bool
     trans_b: bool
+    work: Buffer | None = None  # scratch for packed panels, sized when the batch size is known
+
+    def dims(self, batch: int) -> tuple[int, int, int]:
+        """``(M, N, K)`` for a batch size."""
+        rows, cols = (int(sympy.sympify(d).subs(N, batch)) for d in self.out.shape)
+        inner = self.a.shape[0] if self.trans_a else self.a.shape[1]
+        return rows, cols, int(sympy.sympify(inner).subs(N, batch))
 
     def __str__(self) -> str:
         ta, tb = "ᵀ" if self.trans_a else "", "ᵀ" if self.trans_b else ""

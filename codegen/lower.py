@@ -55,6 +55,13 @@ class Lowering:
         shape = symbolic_shape(node.shape) if shape is None else shape
         return self.buffer(node.dtype, shape, "temp", f"t{len(self.buffers)}")
 
+    def workspace(self, dtype: str) -> Buffer:
+        """The scratch buffer every matmul of one dtype shares (they run one after another)."""
+        for buffer in self.buffers:
+            if buffer.role == "workspace" and buffer.dtype == dtype:
+                return buffer
+        return self.buffer(dtype, (), "workspace", f"work_{dtype}").buffer
+
     def emit(self, kernel) -> View:
         self.kernels.append(kernel)
         return kernel.out
@@ -150,7 +157,7 @@ def _as_matrix(ctx, view: View):
 def _matmul(ctx, node, views):
     a, trans_a = _as_matrix(ctx, views[0])
     b, trans_b = _as_matrix(ctx, views[1])
-    return ctx.emit(Matmul(ctx.temp(node), a, b, trans_a, trans_b))
+    return ctx.emit(Matmul(ctx.temp(node), a, b, trans_a, trans_b, ctx.workspace(node.dtype)))
 
 
 def _reduce(ctx, node, views):

@@ -17,6 +17,7 @@ from symbackprop.graph import Tensor
 from symbackprop.shapes import format_shape
 
 from .kernels import N, Program
+from .matmul import matmul_workspace_size
 
 ALIGNMENT = 64
 
@@ -83,16 +84,26 @@ class BoundProgram:
         if self.arena_batch == batch:
             return
         offsets, total = [], 0
-        temps = [b for b in self.program.buffers if b.role == "temp"]
+        temps = [b for b in self.program.buffers if b.role in ("temp", "workspace")]
         for buffer in temps:
             offsets.append(total)
-            nbytes = int(buffer.size.subs(N, batch)) * np.dtype(buffer.dtype).itemsize
+            nbytes = self.elements(buffer, batch) * np.dtype(buffer.dtype).itemsize
             total += -(-nbytes // ALIGNMENT) * ALIGNMENT
         self.arena = np.empty(total + ALIGNMENT, dtype=np.uint8)
         base = -address(self.arena) % ALIGNMENT
         for buffer, offset in zip(temps, offsets):
             self.table[buffer.slot] = address(self.arena) + base + offset
         self.arena_batch = batch
+
+    def elements(self, buffer, batch: int) -> int:
+        if buffer.role != "workspace":
+            return int(buffer.size.subs(N, batch))
+        sizes = [
+            matmul_workspace_size(*k.dims(batch), buffer.dtype)
+            for k in self.program.kernels
+            if getattr(k, "work", None) is buffer
+        ]
+        return max(sizes, default=0)
 
     def bind(self, buffer, array: np.ndarray) -> None:
         # The table holds raw addresses: keep each array alive while its address is there,
