@@ -8,7 +8,7 @@ from symbackprop.errors import GraphError
 from symbackprop.graph import Tensor, topological_order
 from symbackprop.rewrite import simplify
 
-from . import debug
+from . import debug, program_cache
 from .emit import emit_program
 from .expr import FAST
 from .jit import compile_ir
@@ -44,13 +44,17 @@ class CompiledFunction:
             raise GraphError("compile: outputs must be a tensor or a non-empty list of tensors")
         self.single = single
         self.inputs = check_inputs(self.outputs, inputs)
-        self.rewritten = simplify(self.outputs) if rewrite else None
-        graph = self.rewritten.outputs if rewrite else self.outputs
-        with debug.stage("lower", {}):
-            self.program = lower(graph, self.inputs)
-        debug.log(1, f"kernel program:\n{self.program}")
-        self.module = emit_program(self.program, flags=FAST if fast_math else ())
-        self.compiled = compile_ir(self.module)
+        self.rewrite = rewrite
+        param_order = [n for n in topological_order(self.outputs) if n.op == "param"]
+
+        def build():
+            graph = simplify(self.outputs).outputs if rewrite else self.outputs
+            program = lower(graph, self.inputs)
+            return program, emit_program(program, flags=FAST if fast_math else ())
+
+        options = f"fast_math={fast_math};rewrite={rewrite}"
+        self.program, ir_text = cached_build("function", self.outputs, self.inputs, param_order, options, build)
+        self.compiled = compile_ir(ir_text)
         self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)
         self.params = [b for b in self.program.buffers if b.role == "param"]
         self.input_buffers = self.program.inputs
@@ -74,6 +78,11 @@ class CompiledFunction:
 
     # -- inspection ---------------------------------------------------------------------------------
     @property
+    def rewritten(self):
+        """The rewrites applied before lowering, with their log (see :func:`symbackprop.simplify`)."""
+        return simplify(self.outputs) if self.rewrite else None
+
+    @property
     def kernel_ir(self) -> str:
         """The kernel program (loop nests over buffers) as text."""
         return str(self.program)
@@ -89,6 +98,25 @@ class CompiledFunction:
     @property
     def assembly(self) -> str:
         return self.compiled.assembly
+
+
+def cached_build(kind, targets, inputs, params, options, build):
+    """``(program, LLVM IR)`` from the program cache, or from ``build()`` (then stored).
+
+    ``build`` returns the program and its LLVM module; it runs only on a miss.
+    """
+    timings: dict[str, float] = {}
+    key = program_cache.request_key(kind, targets, inputs, params, options)
+    with debug.stage("program cache", timings):
+        hit = program_cache.load(key, inputs, params)
+    if hit is not None:
+        return hit
+    with debug.stage("rewrite, lower and emit", timings):
+        program, module = build()
+    debug.log(1, f"kernel program:\n{program}")
+    ir_text = str(module)
+    program_cache.store(key, program, ir_text, inputs, params)
+    return program, ir_text
 
 
 def check_indices(checks, inputs, arrays) -> None:

@@ -12,7 +12,7 @@ from symbackprop.errors import GraphError
 from symbackprop.graph import Tensor
 from symbackprop.rewrite import simplify
 
-from .compile import check_indices, check_inputs
+from .compile import cached_build, check_indices, check_inputs
 from .emit import emit_program
 from .epoch import emit_epoch
 from .expr import FAST
@@ -43,25 +43,26 @@ class CompiledStep:
         self.step_input = update.step_input
         self.steps = 0
         targets = [loss, *update.new_values.values(), *update.new_states.values()]
-        self.rewritten = simplify(targets)
-        new_loss, *new_updates = self.rewritten.outputs
         replaced = [*update.new_values, *(update.state_inputs[key] for key in update.new_states)]
         extra_inputs = list(update.state_inputs.values()) + (
             [update.step_input] if update.step_input is not None else []
         )
-        self.program = lower([new_loss], self.inputs + extra_inputs, in_place=dict(zip(new_updates, replaced)))
-        module = emit_program(self.program, flags=FAST if fast_math else ())
-        slots = {b.node: b.slot for b in self.program.buffers if b.node is not None}
-        step_slot = slots.get(update.step_input) if update.step_input is not None else None
-        emit_epoch(
-            module,
-            module.get_global("run"),
-            [slots[n] for n in self.inputs],
-            step_slot,
-            self.program.outputs[0].buffer.slot,
-            loss.dtype,
-        )
-        self.compiled = compile_ir(module)
+
+        def build():
+            new_loss, *new_updates = simplify(targets).outputs
+            program = lower([new_loss], self.inputs + extra_inputs, in_place=dict(zip(new_updates, replaced)))
+            module = emit_program(program, flags=FAST if fast_math else ())
+            slots = {b.node: b.slot for b in program.buffers if b.node is not None}
+            step_slot = slots.get(update.step_input) if update.step_input is not None else None
+            input_slots = [slots[n] for n in self.inputs]
+            emit_epoch(
+                module, module.get_global("run"), input_slots, step_slot, program.outputs[0].buffer.slot, loss.dtype
+            )
+            return program, module
+
+        options = f"fast_math={fast_math}"
+        self.program, ir_text = cached_build("step", targets, self.inputs + extra_inputs, self.params, options, build)
+        self.compiled = compile_ir(ir_text)
         self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)
         self._epoch = self.compiled.function(
             "epoch", ctypes.c_int32, *[ctypes.c_void_p] * 2, ctypes.c_int64, *[ctypes.c_void_p] * 5

@@ -104,6 +104,9 @@ class ScalarFunction:
         cls._interned[key] = self
         return self
 
+    def __reduce__(self):
+        return ScalarFunction, (self.name, self.symbols, self.body)
+
     @property
     def arity(self) -> int:
         return len(self.symbols)

@@ -1,0 +1,66 @@
+"""The compiler's caches across processes: a second process loads instead of compiling,
+a changed graph or option misses, and a damaged entry is rebuilt."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import symbackprop as sb
+    from codegen import cache
+    activation, fast = sys.argv[1], sys.argv[2] == "fast"
+    x = sb.input("x", (None, 3))
+    y = sb.input("y", (None,), "int64")
+    W = sb.param("W", (3, 4), init="glorot_uniform", seed=0)
+    V = sb.param("V", (4, 2), init="glorot_uniform", seed=1)
+    loss = sb.softmax_cross_entropy(getattr(sb, activation)(x @ W) @ V, y)
+    step = sb.compile_step(loss, [x, y], [W, V], sb.optim.Momentum(lr=0.1), fast_math=fast)
+    X = np.linspace(-1, 1, 15, dtype=np.float32).reshape(5, 3)
+    losses = [step(X, np.array([0, 1, 0, 1, 1])) for _ in range(3)]
+    print(json.dumps({"stats": cache.statistics(), "losses": losses}))
+    """
+)
+
+
+def run(tmp_path, activation="tanh", fast="fast"):
+    env = dict(os.environ, SYMBACKPROP_CACHE_DIR=str(tmp_path), SYMBACKPROP_CACHE="1")
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, activation, fast], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_loads_the_program_and_its_object_code(tmp_path):
+    first = run(tmp_path)
+    assert first["stats"]["hits"] == 0 and first["stats"]["stores"] == 2  # the program and its object code
+    second = run(tmp_path)
+    assert second["stats"] == {"hits": 2, "misses": 0, "stores": 0, "rejected": 0}
+    assert second["losses"] == first["losses"]
+
+
+def test_a_changed_graph_or_option_does_not_hit_the_old_entries(tmp_path):
+    run(tmp_path)
+    other_graph = run(tmp_path, activation="sigmoid")
+    assert other_graph["stats"]["hits"] == 0
+    other_option = run(tmp_path, fast="strict")
+    assert other_option["stats"]["hits"] == 0
+
+
+def test_damaged_entries_are_ignored_and_rebuilt(tmp_path):
+    first = run(tmp_path)
+    for entry in Path(tmp_path).glob("*.o"):
+        data = bytearray(entry.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        entry.write_bytes(bytes(data))
+    again = run(tmp_path)
+    assert again["stats"]["rejected"] == 2  # the program and the object code, both rebuilt
+    assert again["losses"] == first["losses"]
+    third = run(tmp_path)
+    assert third["stats"]["hits"] == 2
