@@ -8,6 +8,7 @@ one they wrote.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -330,6 +331,7 @@ def cost(expr: sympy.Expr) -> float:
     return float(counts.xreplace({s: OP_COST.get(s.name, DEFAULT_OP_COST) for s in counts.free_symbols}))
 
 
+@functools.lru_cache(maxsize=4096)  # layers repeat their bodies; SymPy's simplify is slow
 def _simplify(body: sympy.Expr) -> sympy.Expr:
     tidy = sympy.factor_terms(sympy.cancel(body)) if body.is_rational_function() else body
     if sympy.count_ops(body) <= SIMPLIFY_MAX_OPS:
