@@ -71,7 +71,8 @@ class CompiledFunction:
         for buffer, array in zip(self.input_buffers, arrays):
             bound.bind(buffer, array)
         for buffer in self.params:
-            bound.bind(buffer, buffer.node.value)
+            if bound.bound.get(buffer.slot) is not buffer.node.value:
+                bound.bind(buffer, buffer.node.value)
         results = bound.outputs(batch)
         bound.run(batch)
         return results[0] if self.single else results
