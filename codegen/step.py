@@ -36,32 +36,31 @@ class CompiledStep:
         self.params = _check_params(params)
         self.optimizer = optimizer
         self.inputs = check_inputs([loss], inputs)
-        grads = grad(loss, self.params)
-        update = optimizer.step_graph(self.params, grads)
         self.state = optimizer.init_states(self.params)
-        self.state_inputs = update.state_inputs
-        self.step_input = update.step_input
+        self.state_inputs, self.step_input = optimizer.step_inputs(self.params)
         self.steps = 0
-        targets = [loss, *update.new_values.values(), *update.new_states.values()]
-        replaced = [*update.new_values, *(update.state_inputs[key] for key in update.new_states)]
-        extra_inputs = list(update.state_inputs.values()) + (
-            [update.step_input] if update.step_input is not None else []
-        )
+        extra_inputs = list(self.state_inputs.values()) + ([self.step_input] if self.step_input is not None else [])
 
         def build():
+            update = optimizer.step_graph(self.params, grad(loss, self.params), step=self.step_input)
+            targets = [loss, *update.new_values.values(), *update.new_states.values()]
+            replaced = [*update.new_values, *(update.state_inputs[key] for key in update.new_states)]
             new_loss, *new_updates = simplify(targets).outputs
             program = lower([new_loss], self.inputs + extra_inputs, in_place=dict(zip(new_updates, replaced)))
             module = emit_program(program, flags=FAST if fast_math else ())
             slots = {b.node: b.slot for b in program.buffers if b.node is not None}
-            step_slot = slots.get(update.step_input) if update.step_input is not None else None
+            step_slot = slots.get(self.step_input) if self.step_input is not None else None
             input_slots = [slots[n] for n in self.inputs]
             emit_epoch(
                 module, module.get_global("run"), input_slots, step_slot, program.outputs[0].buffer.slot, loss.dtype
             )
             return program, module
 
-        options = f"fast_math={fast_math}"
-        self.program, ir_text = cached_build("step", targets, self.inputs + extra_inputs, self.params, options, build)
+        # The key is taken before differentiating, from the loss and the optimizer's rules: a
+        # warm start then skips the gradient as well as the rewrites and the code generation.
+        rules = ";".join(f"{name}={fn.symbols}->{fn.text}" for name, fn in optimizer.update_rules().items())
+        options = f"fast_math={fast_math};{type(optimizer).__name__};{rules}"
+        self.program, ir_text = cached_build("step", [loss], self.inputs + extra_inputs, self.params, options, build)
         self.compiled = compile_ir(ir_text)
         self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)
         self._epoch = self.compiled.function(

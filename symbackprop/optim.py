@@ -290,22 +290,28 @@ class Optimizer:
         array([0.9, 1.9])
         """
         params, grads = _check_params(params, grads)
-        if self.uses_step:
-            step = _check_step(step) if step is not None else input("step", (), "float64")
-        else:
-            step = None
+        state_inputs, step = self.step_inputs(params, step)
         rules = self.update_rules()
-        new_values, new_states, state_inputs = {}, {}, {}
+        new_values, new_states = {}, {}
         for p, grad in zip(params, grads):
-            states = [input(f"{p.label}.{name}", p.shape, p.dtype) for name in self.state_names]
+            states = [state_inputs[p, name] for name in self.state_names]
             operands = [p, grad, *states, *([cast(step, p.dtype)] if step is not None else [])]
             for name, fn in rules.items():
                 if name == "w":
                     new_values[p] = apply(fn, *operands)
                 else:
                     new_states[p, name] = apply(fn, *operands)
-            state_inputs.update({(p, name): s for name, s in zip(self.state_names, states)})
         return StepGraph(new_values, new_states, state_inputs, step)
+
+    def step_inputs(self, params: Sequence[Tensor], step: Tensor | None = None):
+        """The inputs :meth:`step_graph` feeds the state and the step number through:
+        ``({(param, name): input}, step input or None)``, without building the update."""
+        if self.uses_step:
+            step = _check_step(step) if step is not None else input("step", (), "float64")
+        else:
+            step = None
+        states = {(p, name): input(f"{p.label}.{name}", p.shape, p.dtype) for p in params for name in self.state_names}
+        return states, step
 
     def reference_step(
         self,

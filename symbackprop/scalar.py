@@ -104,6 +104,11 @@ class ScalarFunction:
         cls._interned[key] = self
         return self
 
+    @functools.cached_property
+    def text(self) -> str:
+        """The body as text, printed once (SymPy's printer is slow and bodies repeat)."""
+        return str(self.body)
+
     def __reduce__(self):
         return ScalarFunction, (self.name, self.symbols, self.body)
 

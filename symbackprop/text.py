@@ -31,7 +31,7 @@ from .shapes import format_shape
 def _attr_text(node: Tensor) -> str:
     if node.op == "map":
         fn = node.attrs["fn"]
-        return f"[{fn.name}: {fn.body}]"
+        return f"[{fn.name}: {fn.text}]"
     hidden = {"name", "shape", "dtype", "uid"} if node.op in LEAVES else {"uid"}
     items = [f"{k}={v}" for k, v in node.attrs.items() if k not in hidden]
     if node.op in ("cast", "one_hot", "broadcast", "reshape", "unslice"):
