@@ -184,9 +184,18 @@ def _sum_of_one_hot(expr: sympy.Expr) -> sympy.Expr:
 
 
 def _absorb_sign(expr: sympy.Expr) -> sympy.Expr:
-    """``-(y - p)/n`` reads better as ``(p - y)/n``: a minus sign goes into a difference."""
+    """``-(y - p)/n`` reads better as ``(p - y)/n`` and ``-Σ(-a - b)`` as ``Σ(a + b)``:
+    a minus sign goes into a sum or a difference."""
 
-    def flip(mul):
+    def into_total(mul):
+        coefficient, factors = mul.as_coeff_mul()
+        totals = [f for f in factors if isinstance(f, ReduceSum)]
+        if coefficient >= 0 or len(totals) != 1 or not totals[0].args[0].could_extract_minus_sign():
+            return mul
+        others = [f for f in factors if f is not totals[0]]
+        return sympy.Mul(-coefficient, ReduceSum(-totals[0].args[0], totals[0].args[1]), *others)
+
+    def into_difference(mul):
         coefficient, factors = mul.as_coeff_mul()
         sums = [f for f in factors if isinstance(f, sympy.Add)]
         if coefficient >= 0 or len(sums) != 1:
@@ -194,7 +203,8 @@ def _absorb_sign(expr: sympy.Expr) -> sympy.Expr:
         others = [f for f in factors if f is not sums[0]]
         return sympy.Mul(-coefficient, -sums[0], *others, evaluate=False)
 
-    return expr.replace(lambda e: isinstance(e, sympy.Mul), flip)
+    expr = expr.replace(lambda e: isinstance(e, sympy.Mul), into_total)
+    return expr.replace(lambda e: isinstance(e, sympy.Mul), into_difference)
 
 
 DISPLAY_RULES = (_name_softmax, _sum_of_one_hot)
@@ -257,7 +267,10 @@ class FormulaPrinter(StrPrinter):
         sign = "-" if coefficient < 0 else ""
         if abs(coefficient) != 1 or not upper:
             upper.insert(0, abs(coefficient))
-        text = sign + self._join_product(upper)
+        top = self._join_product(upper)
+        if (lower or sign) and len(upper) == 1 and isinstance(upper[0], sympy.Add):
+            top = f"({top})"  # a lone sum is bracketed only when something multiplies it
+        text = sign + top
         if lower:
             below = self._join_product(lower)
             text += "/" + (f"({below})" if len(lower) > 1 or isinstance(lower[0], sympy.Add) else below)
@@ -269,7 +282,9 @@ class FormulaPrinter(StrPrinter):
         factors = sorted(factors, key=lambda f: (not f.is_number, not f.has(Dot)))
         numbers = [self._print(f) for f in factors if not _is_tensor(f)]
         tensors = [
-            self.parenthesize(f, 45) if isinstance(f, sympy.Add) else self._print(f) for f in factors if _is_tensor(f)
+            self.parenthesize(f, 45) if isinstance(f, sympy.Add) and len(factors) > 1 else self._print(f)
+            for f in factors
+            if _is_tensor(f)
         ]
         hadamard = "·" if self.scalar_view else " ⊙ "
         return "·".join(numbers + [hadamard.join(tensors)] if tensors else numbers)
