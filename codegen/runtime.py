@@ -17,7 +17,7 @@ from symbackprop.graph import Tensor
 from symbackprop.shapes import format_shape
 
 from .kernels import N, Program
-from .matmul import matmul_workspace_size
+from .parallel import matmul_workspace_elements
 
 ALIGNMENT = 64
 
@@ -98,8 +98,9 @@ class BoundProgram:
     def elements(self, buffer, batch: int) -> int:
         if buffer.role != "workspace":
             return int(buffer.size.subs(N, batch))
+        # A product split between two threads needs a workspace for each.
         sizes = [
-            matmul_workspace_size(*k.dims(batch), buffer.dtype)
+            matmul_workspace_elements(*k.dims(batch), buffer.dtype)
             for k in self.program.kernels
             if getattr(k, "work", None) is buffer
         ]
