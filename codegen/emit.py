@@ -317,10 +317,34 @@ def emit_program(program: Program, name: str = "run", flags=FAST) -> ir.Module:
     for buffer in program.buffers:
         raw = builder.load(builder.gep(table, [ir.Constant(I64, buffer.slot)]))
         pointers[buffer] = builder.bitcast(raw, element_type(buffer.dtype).as_pointer())
+    emitted: dict[str, ir.Function] = {}
     for index, kernel in enumerate(program.kernels):
-        kb = KernelBuilder(module, f"{name}_k{index}_{type(kernel).__name__.lower()}", kernel_buffers(kernel), flags)
-        emitters[type(kernel)](kb, kernel)
-        fn = kb.finish()
-        builder.call(fn, [pointers[b] for b in kb.buffers] + [n, status])
+        buffers = list(dict.fromkeys(kernel_buffers(kernel)))
+        signature = kernel_signature(kernel, buffers)
+        fn = emitted.get(signature)
+        if fn is None:  # identical kernels on other buffers (the layers of a deep net) share code
+            kb = KernelBuilder(module, f"{name}_k{index}_{type(kernel).__name__.lower()}", buffers, flags)
+            emitters[type(kernel)](kb, kernel)
+            fn = emitted[signature] = kb.finish()
+        builder.call(fn, [pointers[b] for b in buffers] + [n, status])
     builder.ret(builder.load(status))
     return module
+
+
+def kernel_signature(kernel, buffers: list) -> str:
+    """The kernel as text with each buffer named by its position among the kernel's buffers:
+    equal signatures mean the same code applies."""
+    position = {b: i for i, b in enumerate(buffers)}
+    parts = [type(kernel).__name__]
+    for field, value in vars(kernel).items():
+        views = value if isinstance(value, list) else [value]
+        if views and all(isinstance(v, View) for v in views):
+            for v in views:
+                parts.append(f"{field}:#{position[v.buffer]}:{v.dtype}:{v.shape}:{v.strides}:{v.offset}")
+        elif hasattr(value, "slot"):  # a buffer, such as the matmul workspace
+            parts.append(f"{field}:#{position[value]}")
+        elif hasattr(value, "body"):  # a scalar function
+            parts.append(f"{field}:{value.symbols}:{value.body}")
+        else:
+            parts.append(f"{field}:{value}")
+    return "|".join(parts)
