@@ -8,7 +8,7 @@ from symbackprop.errors import GraphError
 from symbackprop.graph import Tensor, topological_order
 from symbackprop.rewrite import simplify
 
-from . import debug, program_cache
+from . import debug, library, program_cache
 from .emit import emit_program
 from .expr import FAST
 from .jit import compile_ir
@@ -107,6 +107,7 @@ def cached_build(kind, targets, inputs, params, options, build):
     ``build`` returns the program and its LLVM module; it runs only on a miss.
     """
     timings: dict[str, float] = {}
+    library.load()  # programs call its kernels, whether they come from the cache or not
     key = program_cache.request_key(kind, targets, inputs, params, options)
     with debug.stage("program cache", timings):
         hit = program_cache.load(key, inputs, params)

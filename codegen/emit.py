@@ -17,8 +17,7 @@ import sympy
 
 from .expr import FAST, ExprEmitter, emit_index
 from .kernels import Copy, Fill, Gather, Map, Matmul, OneHot, Program, Reduce, ScatterAdd, View
-from .matmul import emit_matmul
-from .parallel import parallel_matmul
+from .library import declare_matmul
 
 I32, I64 = ir.IntType(32), ir.IntType(64)
 I8P = ir.IntType(8).as_pointer()
@@ -175,16 +174,10 @@ def _fill(kb: KernelBuilder, kernel: Fill) -> None:
 
 # -- matmul -----------------------------------------------------------------------------------------------
 def _matmul(kb: KernelBuilder, kernel: Matmul) -> None:
-    """A call of the packed, register-blocked kernel of :mod:`codegen.matmul` (one per variant).
-
-    The call goes through :func:`codegen.parallel.parallel_matmul`, which splits large
-    products between the calling thread and the worker thread.
-    """
+    """A call of the library's packed, register-blocked kernel (:mod:`codegen.library`), whose
+    wrapper splits large products between the calling thread and the worker thread."""
     b = kb.builder
-    name = f"matmul_{kernel.out.dtype}_{'t' if kernel.trans_a else 'n'}{'t' if kernel.trans_b else 'n'}"
-    module = kb.function.module
-    callee = module.globals.get(name) or emit_matmul(module, name, kernel.out.dtype, kernel.trans_a, kernel.trans_b)
-    callee = parallel_matmul(module, callee, kernel.out.dtype, kernel.trans_a, kernel.trans_b)
+    callee = declare_matmul(kb.function.module, kernel.out.dtype, kernel.trans_a, kernel.trans_b)
     rows, cols = kernel.out.shape
     inner = kernel.a.shape[0] if kernel.trans_a else kernel.a.shape[1]
 
