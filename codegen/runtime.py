@@ -11,6 +11,7 @@ import ctypes
 from collections.abc import Sequence
 
 import numpy as np
+import sympy
 
 from symbackprop.errors import GraphError
 from symbackprop.graph import Tensor
@@ -74,7 +75,7 @@ class BoundProgram:
         self.arena_batch: int | None = None
         self.bound: dict[int, np.ndarray] = {}
         self.arena: np.ndarray | None = None
-        self.outputs_shapes = [tuple(d for d in view.shape) for view in program.outputs]
+        self.output_shapes: dict[int, list[tuple[int, ...]]] = {}
         for buffer in program.buffers:
             if buffer.role == "const":
                 self.table[buffer.slot] = address(buffer.node.value)
@@ -113,9 +114,13 @@ class BoundProgram:
         self.table[buffer.slot] = address(array)
 
     def outputs(self, batch: int) -> list[np.ndarray]:
+        """Fresh arrays for the results, bound to the output buffers."""
+        shapes = self.output_shapes.get(batch)
+        if shapes is None:  # SymPy's subs costs tens of µs: once per batch size, not per call
+            shapes = [tuple(int(sympy.sympify(d).subs(N, batch)) for d in v.shape) for v in self.program.outputs]
+            self.output_shapes = {batch: shapes}
         arrays = []
-        for view in self.program.outputs:
-            shape = tuple(int(d.subs(N, batch)) if hasattr(d, "subs") else int(d) for d in view.shape)
+        for view, shape in zip(self.program.outputs, shapes):
             array = np.empty(shape, dtype=view.dtype)
             self.bind(view.buffer, array)
             arrays.append(array)
