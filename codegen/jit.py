@@ -266,14 +266,39 @@ def compile_ir(
     42
     """
     ir_text = _ir_text(module)
+    options = _checked_options(options)
+    key = cache.cache_key(ir_text, host_spec(), options.cache_token())
+    return _compile_or_load(key, lambda: ir_text, options, use_cache, known_ir=ir_text)
+
+
+def compile_keyed(
+    identity: str, build, *, options: CompileOptions | None = None, use_cache: bool = True
+) -> CompiledModule:
+    """Like `compile_ir`, but cached under ``identity`` (a string that determines the IR),
+    so that a hit loads object code without building the IR at all.
+
+    ``build()`` returns the module or its text; it is called only on a miss. Use it for IR
+    that is expensive to produce and determined by something cheaper, such as the source
+    of the code that emits it.
+    """
+    options = _checked_options(options)
+    key = cache.cache_key(f"keyed:{identity}", host_spec(), options.cache_token())
+    return _compile_or_load(key, lambda: _ir_text(build()), options, use_cache)
+
+
+def _checked_options(options) -> CompileOptions:
     options = CompileOptions() if options is None else options
     if not isinstance(options, CompileOptions):
         raise TypeError(f"options must be a CompileOptions, got {type(options).__name__}")
+    return options
+
+
+def _compile_or_load(key: str, make_ir, options: CompileOptions, use_cache: bool, known_ir: str = "") -> CompiledModule:
     use_cache = bool(use_cache) and cache.cache_enabled()
     timings: dict[str, float] = {}
+    ir_text = known_ir  # empty for a keyed module loaded from the cache: its IR was never built
     with _LLVM_LOCK:
-        key = cache.cache_key(ir_text, host_spec(), options.cache_token())
-        debug.log(1, f"module {key[:16]}: {len(ir_text)} characters of IR, {options.cache_token()}")
+        debug.log(1, f"module {key[:16]}: {options.cache_token()}")
         cached = None
         if use_cache:
             with debug.stage("cache", timings):
@@ -283,6 +308,8 @@ def compile_ir(
         if cached is not None:
             object_code, symbols = cached
         else:
+            ir_text = ir_text or make_ir()
+            debug.log(1, f"module {key[:16]}: {len(ir_text)} characters of IR")
             object_code, optimized_ir = _compile_object(ir_text, options, timings)
             symbols = read_symbols(object_code)
             if use_cache:

@@ -63,10 +63,10 @@ class CompiledStep:
         self.program, ir_text = cached_build("step", [loss], self.inputs + extra_inputs, self.params, options, build)
         self.compiled = compile_ir(ir_text)
         self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)
+        # epoch(table, batch, count, order, sources, row_bytes, step counter, losses)
         self._epoch = self.compiled.function(
-            "epoch", ctypes.c_int32, *[ctypes.c_void_p] * 2, ctypes.c_int64, *[ctypes.c_void_p] * 5
+            "epoch", ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, *[ctypes.c_void_p] * 5
         )
-        self._epoch.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 5
         self._step_value = np.zeros((), dtype=np.float64)
         self._buffers = {b.node: b for b in self.program.buffers if b.node is not None}
 
