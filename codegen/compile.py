@@ -13,7 +13,7 @@ from .emit import emit_program
 from .expr import FAST
 from .jit import compile_ir
 from .lower import lower
-from .runtime import BoundProgram, batch_size_of, check_argument, native_entry
+from .runtime import BoundProgram, Inspectable, check_call, native_entry
 
 
 def check_inputs(outputs: Sequence[Tensor], inputs: Sequence[Tensor]) -> list[Tensor]:
@@ -30,7 +30,7 @@ def check_inputs(outputs: Sequence[Tensor], inputs: Sequence[Tensor]) -> list[Te
     return inputs
 
 
-class CompiledFunction:
+class CompiledFunction(Inspectable):
     """Outputs of a graph as native code; call it with one array per input, in order.
 
     Parameters are read from their ``.value`` at every call, so they may change between
@@ -60,12 +60,7 @@ class CompiledFunction:
         self.input_buffers = self.program.inputs
 
     def __call__(self, *arrays):
-        if len(arrays) != len(self.inputs):
-            names = [n.label for n in self.inputs]
-            raise TypeError(f"expected {len(self.inputs)} argument(s) for the inputs {names}, got {len(arrays)}")
-        arrays = [check_argument(node, a) for node, a in zip(self.inputs, arrays)]
-        batch = batch_size_of(self.inputs, arrays)
-        check_indices(self.program.index_checks, self.inputs, arrays)
+        arrays, batch = check_call(self.inputs, arrays, self.program.index_checks)
         bound = self.bound
         bound.prepare(batch)
         for buffer, array in zip(self.input_buffers, arrays):
@@ -82,23 +77,6 @@ class CompiledFunction:
     def rewritten(self):
         """The rewrites applied before lowering, with their log (see :func:`symbackprop.simplify`)."""
         return simplify(self.outputs) if self.rewrite else None
-
-    @property
-    def kernel_ir(self) -> str:
-        """The kernel program (loop nests over buffers) as text."""
-        return str(self.program)
-
-    @property
-    def llvm_ir(self) -> str:
-        return self.compiled.ir
-
-    @property
-    def optimized_ir(self) -> str:
-        return self.compiled.optimized_ir
-
-    @property
-    def assembly(self) -> str:
-        return self.compiled.assembly
 
 
 def cached_build(kind, targets, inputs, params, options, build):
@@ -119,16 +97,6 @@ def cached_build(kind, targets, inputs, params, options, build):
     ir_text = str(module)
     program_cache.store(key, program, ir_text, inputs, params)
     return program, ir_text
-
-
-def check_indices(checks, inputs, arrays) -> None:
-    """Labels and indices fed to one_hot or gather must be in range; checked before the call."""
-    by_name = {node.label: array for node, array in zip(inputs, arrays)}
-    for name, bound in checks:
-        values = by_name[name]
-        if values.size and (values.min() < 0 or values.max() >= bound):
-            bad = values[(values < 0) | (values >= bound)].ravel()[0]
-            raise GraphError(f"input {name!r}: the value {bad} is out of range; expected 0 <= {name} < {bound}")
 
 
 __all__ = ["CompiledFunction", "check_inputs"]

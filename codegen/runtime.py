@@ -61,6 +61,48 @@ def batch_size_of(inputs: Sequence[Tensor], arrays: Sequence[np.ndarray]) -> int
     return 1 if batch is None else batch
 
 
+def check_indices(checks, inputs, arrays) -> None:
+    """Labels and indices fed to one_hot or gather must be in range; checked before the call."""
+    by_name = {node.label: array for node, array in zip(inputs, arrays)}
+    for name, bound in checks:
+        values = by_name[name]
+        if values.size and (values.min() < 0 or values.max() >= bound):
+            bad = values[(values < 0) | (values >= bound)].ravel()[0]
+            raise GraphError(f"input {name!r}: the value {bad} is out of range; expected 0 <= {name} < {bound}")
+
+
+def check_call(inputs: Sequence[Tensor], arrays: Sequence, index_checks) -> tuple[list[np.ndarray], int]:
+    """Every argument of a call checked and converted, and the batch size they agree on."""
+    if len(arrays) != len(inputs):
+        names = [n.label for n in inputs]
+        raise TypeError(f"expected {len(inputs)} argument(s) for the inputs {names}, got {len(arrays)}")
+    arrays = [check_argument(node, a) for node, a in zip(inputs, arrays)]
+    batch = batch_size_of(inputs, arrays)
+    check_indices(index_checks, inputs, arrays)
+    return arrays, batch
+
+
+class Inspectable:
+    """What a compiled object shows of itself; needs ``program`` and ``compiled``."""
+
+    @property
+    def kernel_ir(self) -> str:
+        """The kernel program (loop nests over buffers) as text."""
+        return str(self.program)
+
+    @property
+    def llvm_ir(self) -> str:
+        return self.compiled.ir
+
+    @property
+    def optimized_ir(self) -> str:
+        return self.compiled.optimized_ir
+
+    @property
+    def assembly(self) -> str:
+        return self.compiled.assembly
+
+
 def address(array: np.ndarray) -> int:
     return array.__array_interface__["data"][0]
 

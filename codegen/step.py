@@ -12,16 +12,16 @@ from symbackprop.errors import GraphError
 from symbackprop.graph import Tensor
 from symbackprop.rewrite import simplify
 
-from .compile import cached_build, check_indices, check_inputs
+from .compile import cached_build, check_inputs
 from .emit import emit_program
 from .epoch import emit_epoch
 from .expr import FAST
 from .jit import compile_ir
 from .lower import lower
-from .runtime import BoundProgram, address, batch_size_of, check_argument, native_entry
+from .runtime import BoundProgram, Inspectable, address, check_call, native_entry
 
 
-class CompiledStep:
+class CompiledStep(Inspectable):
     """One training step as native code: ``step(*batch) -> loss``, params updated in place.
 
     See :func:`symbackprop.compile_step`. The optimizer's state (momenta, moments) is kept
@@ -90,13 +90,7 @@ class CompiledStep:
 
     def __call__(self, *arrays) -> float:
         """One step on one minibatch; returns the loss before the update."""
-        if len(arrays) != len(self.inputs):
-            raise TypeError(
-                f"expected {len(self.inputs)} argument(s) for the inputs {[n.label for n in self.inputs]}, got {len(arrays)}"
-            )
-        arrays = [check_argument(node, a) for node, a in zip(self.inputs, arrays)]
-        batch = batch_size_of(self.inputs, arrays)
-        check_indices(self.program.index_checks, self.inputs, arrays)
+        arrays, batch = check_call(self.inputs, arrays, self.program.index_checks)
         self._bind_model(batch)
         for node, array in zip(self.inputs, arrays):
             self.bound.bind(self._buffers[node], array)
@@ -112,18 +106,12 @@ class CompiledStep:
         ``arrays`` hold the whole data set, one per input, with the examples along the
         batch axis. With ``shuffle`` the order is a permutation drawn from ``seed``.
         """
-        if len(arrays) != len(self.inputs):
-            raise TypeError(
-                f"expected {len(self.inputs)} array(s) for the inputs {[n.label for n in self.inputs]}, got {len(arrays)}"
-            )
         for node in self.inputs:
             if not node.shape or node.shape[0] is not None:
                 raise GraphError(f"epoch: input {node.label!r} needs the batch dimension first, got {node.shape}")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise GraphError(f"epoch: batch_size must be a positive int, got {batch_size!r}")
-        arrays = [check_argument(node, a) for node, a in zip(self.inputs, arrays)]
-        count = batch_size_of(self.inputs, arrays)
-        check_indices(self.program.index_checks, self.inputs, arrays)
+        arrays, count = check_call(self.inputs, arrays, self.program.index_checks)
         batch = min(int(batch_size), count)
         order = np.random.default_rng(seed).permutation(count) if shuffle else np.arange(count)
         order = order.astype(np.int64)
@@ -151,18 +139,6 @@ class CompiledStep:
         if status:
             raise IndexError("an index or label was out of range in a compiled gather or one_hot")
         return float(losses[0] / count)
-
-    @property
-    def kernel_ir(self) -> str:
-        return str(self.program)
-
-    @property
-    def llvm_ir(self) -> str:
-        return self.compiled.ir
-
-    @property
-    def assembly(self) -> str:
-        return self.compiled.assembly
 
 
 def _check_params(params) -> list[Tensor]:
