@@ -16,7 +16,7 @@ import llvmlite.ir as ir
 import sympy
 
 from .expr import FAST, ExprEmitter, emit_index
-from .kernels import Copy, Fill, Gather, Map, Matmul, OneHot, Program, Reduce, ScatterAdd, View
+from .kernels import Copy, Fill, Gather, Map, MapReduce, Matmul, OneHot, Program, Reduce, ScatterAdd, View
 from .library import declare_matmul
 
 I32, I64 = ir.IntType(32), ir.IntType(64)
@@ -222,6 +222,45 @@ def _reduce(kb: KernelBuilder, kernel: Reduce) -> None:
     kb.loop(outer, each_outer)
 
 
+def _map_reduce(kb: KernelBuilder, kernel: MapReduce) -> None:
+    """A reduction whose source values come from the map's body, evaluated in registers."""
+    b = kb.builder
+    ty = element_type(kernel.out.dtype)
+    if kernel.op == "sum":
+        combine = lambda x, y: b.fadd(x, y, flags=kb.flags)  # noqa: E731
+    else:
+        combine = lambda x, y: b.select(b.fcmp_unordered(">", y, x), y, x)  # noqa: E731
+    identity = ir.Constant(ty, 0.0 if kernel.op == "sum" else float("-inf"))
+    outer, size, inner = kb.index(kernel.outer), kb.index(kernel.size), kb.index(kernel.inner)
+    starts = [kb.index(v.offset) for v in kernel.inputs]
+    out0 = kb.index(kernel.out.offset)
+
+    def value(linear):
+        loads = [
+            convert(b, kb.load(v, b.add(start, linear)), v.dtype, kernel.out.dtype)
+            for v, start in zip(kernel.inputs, starts)
+        ]
+        return ExprEmitter(b, ty, dict(zip(kernel.fn.symbols, loads)), kb.flags)(kernel.fn.body)
+
+    def each_outer(o):
+        out_row = b.add(out0, b.mul(o, inner))
+        block = b.mul(o, b.mul(size, inner))
+        kb.loop(inner, lambda i: kb.store(kernel.out, b.add(out_row, i), identity))
+
+        def each_r(r):
+            row = b.add(block, b.mul(r, inner))
+
+            def each_i(i):
+                at = b.add(out_row, i)
+                kb.store(kernel.out, at, combine(kb.load(kernel.out, at), value(b.add(row, i))))
+
+            kb.loop(inner, each_i)
+
+        kb.loop(size, each_r)
+
+    kb.loop(outer, each_outer)
+
+
 # -- indexing -------------------------------------------------------------------------------------------
 def _in_range(kb: KernelBuilder, index: ir.Value, bound: int):
     b = kb.builder
@@ -286,6 +325,7 @@ emitters = {
     Fill: _fill,
     Matmul: _matmul,
     Reduce: _reduce,
+    MapReduce: _map_reduce,
     Gather: _gather,
     ScatterAdd: _scatter_add,
     OneHot: _one_hot,

@@ -152,6 +152,24 @@ class Reduce:
 
 
 @dataclass
+class MapReduce:
+    """A reduction of a map computed on the fly: ``out[o, i] = op over r of fn(inputs[o, r, i])``;
+    the inputs are contiguous, so the map's values never go to memory."""
+
+    out: View
+    inputs: list[View]
+    fn: ScalarFunction
+    op: str
+    outer: sympy.Expr
+    size: sympy.Expr
+    inner: sympy.Expr
+
+    def __str__(self) -> str:
+        sources = ", ".join(map(str, self.inputs))
+        return f"reduce-{self.op} {self.out} = {self.fn.body} over ({sources}) as ({self.outer}, {self.size}, {self.inner})"
+
+
+@dataclass
 class Gather:
     """``out[i, :] = table[indices[i], :]``; an index out of range sets the error status."""
 
@@ -191,7 +209,7 @@ class OneHot:
         return f"one-hot {self.out} = {self.labels} == 0..{self.depth - 1}"
 
 
-KERNELS = (Map, Copy, Fill, Matmul, Reduce, Gather, ScatterAdd, OneHot)
+KERNELS = (Map, Copy, Fill, Matmul, Reduce, MapReduce, Gather, ScatterAdd, OneHot)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from .kernels import (
     Fill,
     Gather,
     Map,
+    MapReduce,
     Matmul,
     N,
     OneHot,
@@ -44,6 +45,8 @@ class Lowering:
         self.kernels: list = []
         self.index_checks: list[tuple[Buffer, int]] = []
         self.views: dict[Tensor, View] = {}
+        self.fusible: set[Tensor] = set()  # maps whose only reader is a reduction
+        self.deferred: dict[Tensor, tuple] = {}  # such maps, not yet emitted
 
     def buffer(self, dtype: str, shape, role: str, name: str, node: Tensor | None = None) -> View:
         size = sympy.Mul(*shape) if shape else sympy.Integer(1)
@@ -136,6 +139,9 @@ def _map(ctx, node, views):
     if len(used) < fn.arity:  # operands the body ignores are neither read nor kept alive
         fn = ScalarFunction(fn.name, [fn.symbols[i] for i in used], fn.body)
         views = [views[i] for i in used]
+    if node in ctx.fusible:
+        ctx.deferred[node] = (list(views), fn)
+        return None
     return ctx.emit(Map(ctx.temp(node), list(views), fn))
 
 
@@ -163,6 +169,11 @@ def _matmul(ctx, node, views):
 def _reduce(ctx, node, views):
     (src,) = views
     axes = node.attrs["axes"]
+    if src is None:  # a map kept for fusion into this reduction
+        fused = _map_reduce(ctx, node)
+        if fused is not None:
+            return fused
+        src = ctx.emit(Map(ctx.temp(node.inputs[0]), *ctx.deferred.pop(node.inputs[0])))
     rank = len(src.shape)
     if list(axes) != list(range(axes[0], axes[0] + len(axes))):
         kept = [a for a in range(rank) if a not in axes]
@@ -178,6 +189,21 @@ def _reduce(ctx, node, views):
     size = sympy.Mul(*src.shape[axes[0] : axes[-1] + 1])
     inner = sympy.Mul(*src.shape[axes[-1] + 1 :])
     return ctx.emit(Reduce(ctx.temp(node), src, node.op, outer, size, inner))
+
+
+def _map_reduce(ctx, node):
+    """One pass for ``sum(map(...))`` and ``max(map(...))`` over contiguous operands along a
+    contiguous block of axes; None where that does not apply."""
+    views, fn = ctx.deferred[node.inputs[0]]
+    axes = node.attrs["axes"]
+    if list(axes) != list(range(axes[0], axes[0] + len(axes))) or not all(v.is_contiguous() for v in views):
+        return None
+    del ctx.deferred[node.inputs[0]]
+    shape = symbolic_shape(node.inputs[0].shape)
+    outer = sympy.Mul(*shape[: axes[0]])
+    size = sympy.Mul(*shape[axes[0] : axes[-1] + 1])
+    inner = sympy.Mul(*shape[axes[-1] + 1 :])
+    return ctx.emit(MapReduce(ctx.temp(node), list(views), fn, node.op, outer, size, inner))
 
 
 def _unslice(ctx, node, views):
@@ -267,6 +293,7 @@ def lower(outputs: Sequence[Tensor], inputs: Sequence[Tensor], in_place: dict | 
     for node in inputs:
         input_views[node] = ctx.views[node] = lowering_rules[node.op](ctx, node, [])
     order = topological_order(list(outputs) + list(in_place))
+    ctx.fusible = _maps_read_only_by_a_reduction(order, set(outputs) | set(in_place))
     for node in order:
         if node in ctx.views:
             continue
@@ -283,6 +310,21 @@ def lower(outputs: Sequence[Tensor], inputs: Sequence[Tensor], in_place: dict | 
     plan_memory(program)
     program.verify()
     return program
+
+
+def _maps_read_only_by_a_reduction(order, kept) -> set:
+    readers: dict[Tensor, list[Tensor]] = {}
+    for node in order:
+        for i in node.inputs:
+            readers.setdefault(i, []).append(node)
+    return {
+        node
+        for node in order
+        if node.op == "map"
+        and node not in kept
+        and len(readers.get(node, [])) == 1
+        and readers[node][0].op in ("sum", "max")
+    }
 
 
 def _write_in_place(ctx, in_place):
@@ -376,7 +418,7 @@ def plan_memory(program: Program) -> None:
         for name, value in list(vars(kernel).items()):
             if isinstance(value, View) and value.buffer in replacement:
                 setattr(kernel, name, View(replacement[value.buffer], value.shape, value.strides, value.offset))
-        if isinstance(kernel, Map):
+        if hasattr(kernel, "inputs"):  # Map and MapReduce read a list of views
             kernel.inputs = [
                 View(replacement.get(v.buffer, v.buffer), v.shape, v.strides, v.offset) for v in kernel.inputs
             ]

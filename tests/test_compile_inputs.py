@@ -120,3 +120,17 @@ def test_random_graphs_compiled_match_the_evaluator(steps, axis):
     X = np.linspace(-1, 1, 12).reshape(4, 3)
     for got, expected in zip(sb.compile(targets, inputs=[x])(X), sb.evaluate(targets, {x: X})):
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_a_map_read_only_by_a_reduction_is_fused_into_it():
+    x = sb.input("x", (None, 5), "float64")
+    y = x * sb.sigmoid(x)
+    X = np.random.default_rng(0).normal(size=(7, 5))
+    alone = [y.sum(), *sb.grad(y.sum(), [x])]
+    shared = [y.sum(), y.max(axis=1)]
+    fused, unfused = sb.compile(alone, inputs=[x]), sb.compile(shared, inputs=[x])
+    assert "reduce-sum out0[] = a*b over (x[n,5], t1[n,5])" in fused.kernel_ir
+    assert "map t2[n,5] = a*b over (x[n,5], t1[n,5])" in unfused.kernel_ir  # two readers: kept
+    for targets, f in ((alone, fused), (shared, unfused)):
+        for got, expected in zip(f(X), sb.evaluate(targets, {x: X})):
+            np.testing.assert_allclose(got, expected, rtol=1e-12)
