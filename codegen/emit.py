@@ -192,48 +192,15 @@ def _matmul(kb: KernelBuilder, kernel: Matmul) -> None:
 
 # -- reductions -----------------------------------------------------------------------------------------
 def _reduce(kb: KernelBuilder, kernel: Reduce) -> None:
-    b = kb.builder
-    ty = element_type(kernel.out.dtype)
-    combine = (
-        (lambda x, y: b.fadd(x, y, flags=kb.flags))
-        if kernel.op == "sum"
-        else (lambda x, y: b.select(b.fcmp_unordered(">", y, x), y, x))
-    )
-    identity = ir.Constant(ty, 0.0 if kernel.op == "sum" else float("-inf"))
-    outer, size, inner = kb.index(kernel.outer), kb.index(kernel.size), kb.index(kernel.inner)
-    src0, out0 = kb.index(kernel.src.offset), kb.index(kernel.out.offset)
-
-    def each_outer(o):
-        out_row = b.add(out0, b.mul(o, inner))
-        src_block = b.add(src0, b.mul(o, b.mul(size, inner)))
-        kb.loop(inner, lambda i: kb.store(kernel.out, b.add(out_row, i), identity))
-
-        def each_r(r):
-            src_row = b.add(src_block, b.mul(r, inner))
-
-            def each_i(i):
-                at = b.add(out_row, i)
-                kb.store(kernel.out, at, combine(kb.load(kernel.out, at), kb.load(kernel.src, b.add(src_row, i))))
-
-            kb.loop(inner, each_i)
-
-        kb.loop(size, each_r)
-
-    kb.loop(outer, each_outer)
+    start = kb.index(kernel.src.offset)
+    _reduction(kb, kernel, lambda linear: kb.load(kernel.src, kb.builder.add(start, linear)))
 
 
 def _map_reduce(kb: KernelBuilder, kernel: MapReduce) -> None:
     """A reduction whose source values come from the map's body, evaluated in registers."""
     b = kb.builder
     ty = element_type(kernel.out.dtype)
-    if kernel.op == "sum":
-        combine = lambda x, y: b.fadd(x, y, flags=kb.flags)  # noqa: E731
-    else:
-        combine = lambda x, y: b.select(b.fcmp_unordered(">", y, x), y, x)  # noqa: E731
-    identity = ir.Constant(ty, 0.0 if kernel.op == "sum" else float("-inf"))
-    outer, size, inner = kb.index(kernel.outer), kb.index(kernel.size), kb.index(kernel.inner)
     starts = [kb.index(v.offset) for v in kernel.inputs]
-    out0 = kb.index(kernel.out.offset)
 
     def value(linear):
         loads = [
@@ -241,6 +208,28 @@ def _map_reduce(kb: KernelBuilder, kernel: MapReduce) -> None:
             for v, start in zip(kernel.inputs, starts)
         ]
         return ExprEmitter(b, ty, dict(zip(kernel.fn.symbols, loads)), kb.flags)(kernel.fn.body)
+
+    _reduction(kb, kernel, value)
+
+
+REDUCTIONS = {  # op: (identity, combine(builder, flags, accumulated, new))
+    "sum": (0.0, lambda b, flags, x, y: b.fadd(x, y, flags=flags)),
+    "max": (float("-inf"), lambda b, flags, x, y: b.select(b.fcmp_unordered(">", y, x), y, x)),
+}
+
+
+def _reduction(kb: KernelBuilder, kernel, value_at) -> None:
+    """``out[o, i] = op over r of value_at(o·size·inner + r·inner + i)``.
+
+    The loop over ``r`` is outside the loop over ``i``, so a reduction over leading axes (a
+    bias gradient) vectorises along ``i``; with ``inner == 1`` LLVM vectorises the sum over
+    ``r`` itself, as fast-math lets it reassociate.
+    """
+    b = kb.builder
+    start, combine = REDUCTIONS[kernel.op]
+    identity = ir.Constant(element_type(kernel.out.dtype), start)
+    outer, size, inner = kb.index(kernel.outer), kb.index(kernel.size), kb.index(kernel.inner)
+    out0 = kb.index(kernel.out.offset)
 
     def each_outer(o):
         out_row = b.add(out0, b.mul(o, inner))
@@ -252,7 +241,7 @@ def _map_reduce(kb: KernelBuilder, kernel: MapReduce) -> None:
 
             def each_i(i):
                 at = b.add(out_row, i)
-                kb.store(kernel.out, at, combine(kb.load(kernel.out, at), value(b.add(row, i))))
+                kb.store(kernel.out, at, combine(b, kb.flags, kb.load(kernel.out, at), value_at(b.add(row, i))))
 
             kb.loop(inner, each_i)
 
