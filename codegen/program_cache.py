@@ -67,7 +67,7 @@ def request_key(
     return digest.hexdigest()
 
 
-def _placeholders(program: Program, inputs, params) -> list:
+def _detach_tensors(program: Program, inputs, params) -> list:
     """Replace each buffer's tensor by a position (or a constant's value); return the tensors."""
     tensors = []
     for buffer in program.buffers:
@@ -87,7 +87,7 @@ def _placeholders(program: Program, inputs, params) -> list:
 def store(key: str, program: Program, ir_text: str, inputs: Sequence[Tensor], params: Sequence[Tensor]) -> None:
     if not cache.cache_enabled():
         return
-    tensors = _placeholders(program, list(inputs), list(params))
+    tensors = _detach_tensors(program, list(inputs), list(params))
     try:
         payload = pickle.dumps((program, ir_text), protocol=pickle.HIGHEST_PROTOCOL)
     finally:

@@ -14,51 +14,13 @@ import numpy as np
 import sympy
 
 from symbackprop.errors import GraphError
+from symbackprop.evaluate import batch_size_of, check_input_value
 from symbackprop.graph import Tensor
-from symbackprop.shapes import format_shape
 
 from .kernels import N, Program
 from .parallel import matmul_workspace_elements
 
 ALIGNMENT = 64
-
-
-def check_argument(node: Tensor, value) -> np.ndarray:
-    """The argument as a C-contiguous array of the input's dtype, or a clear error.
-
-    Float data of another precision and non-contiguous arrays are converted (copied);
-    integers for int64 inputs must be whole numbers.
-    """
-    name = node.label
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as exc:
-        raise GraphError(f"input {name!r}: cannot convert the argument to an array ({exc})") from exc
-    if array.ndim != len(node.shape) or any(d is not None and d != g for d, g in zip(node.shape, array.shape)):
-        raise GraphError(f"input {name!r}: expected shape {format_shape(node.shape)}, got {array.shape}")
-    if node.dtype == "int64":
-        if array.dtype.kind not in "iu":
-            raise GraphError(f"input {name!r}: expected integers (int64), got {array.dtype}")
-    elif array.dtype.kind not in "fiub":
-        raise GraphError(f"input {name!r}: expected numbers ({node.dtype}), got {array.dtype}")
-    if None in node.shape and 0 in array.shape:
-        raise GraphError(f"input {name!r}: the batch is empty (shape {array.shape})")
-    return np.asarray(array, dtype=node.dtype, order="C")
-
-
-def batch_size_of(inputs: Sequence[Tensor], arrays: Sequence[np.ndarray]) -> int:
-    """The batch size the arguments agree on (1 when no input has a batch dimension)."""
-    batch, source = None, None
-    for node, array in zip(inputs, arrays):
-        for dim, got in zip(node.shape, array.shape):
-            if dim is None:
-                if batch is not None and got != batch:
-                    raise GraphError(
-                        f"input {node.label!r} has batch size {got}, but {source!r} has {batch}; "
-                        "every input must have the same batch size"
-                    )
-                batch, source = got, node.label
-    return 1 if batch is None else batch
 
 
 def check_indices(checks, inputs, arrays) -> None:
@@ -76,8 +38,9 @@ def check_call(inputs: Sequence[Tensor], arrays: Sequence, index_checks) -> tupl
     if len(arrays) != len(inputs):
         names = [n.label for n in inputs]
         raise TypeError(f"expected {len(inputs)} argument(s) for the inputs {names}, got {len(arrays)}")
-    arrays = [check_argument(node, a) for node, a in zip(inputs, arrays)]
-    batch = batch_size_of(inputs, arrays)
+    # Compiled code takes int64 data only as integers: a float array is refused, not rounded.
+    arrays = [check_input_value(node, a, whole_floats=False) for node, a in zip(inputs, arrays)]
+    batch = batch_size_of(inputs, arrays) or 1
     check_indices(index_checks, inputs, arrays)
     return arrays, batch
 

@@ -106,8 +106,7 @@ def bind_inputs(outputs: Sequence[Tensor], feeds: Mapping) -> Env:
         other = by_name.setdefault(node.attrs["name"], node)
         if other is not node:
             raise GraphError(f"two different inputs are named {node.attrs['name']!r}: {other} and {node}")
-    bound, batch_from = {}, None
-    batch = None
+    bound = {}
     for key, value in feeds.items():
         node = by_name.get(key) if isinstance(key, str) else key
         if not isinstance(node, Tensor) or node.op != "input":
@@ -116,25 +115,21 @@ def bind_inputs(outputs: Sequence[Tensor], feeds: Mapping) -> Env:
             raise GraphError(f"feeds must be keyed by inputs or their names; {key!r} is neither")
         if node not in needed:
             continue
-        array = _check_feed(node, value)
-        for dim, got in zip(node.shape, array.shape):
-            if dim is None:
-                if batch is not None and got != batch:
-                    raise GraphError(
-                        f"input {node.label!r} has batch size {got}, but {batch_from!r} has {batch}; "
-                        "every input must have the same batch size"
-                    )
-                batch, batch_from = got, node.label
-        bound[node] = array
+        bound[node] = check_input_value(node, value)
     missing = [n.label for n in needed if n not in bound]
     if missing:
         unused = [key for key in feeds if isinstance(key, str) and key not in by_name]
         hint = f" (the feeds name {unused}, which these outputs do not use)" if unused else ""
         raise GraphError(f"no value fed for the input(s) {missing}{hint}")
-    return Env(bound, batch)
+    return Env(bound, batch_size_of(list(bound), list(bound.values())))
 
 
-def _check_feed(node: Tensor, value) -> np.ndarray:
+def check_input_value(node: Tensor, value, whole_floats: bool = True) -> np.ndarray:
+    """The value for an input as a C-contiguous array of its dtype, or a GraphError naming it.
+
+    Other float precisions, lists and non-contiguous arrays are converted. An int64 input
+    takes integers, and floats holding whole numbers when ``whole_floats`` is set.
+    """
     name = node.label
     try:
         array = np.asarray(value)
@@ -143,13 +138,29 @@ def _check_feed(node: Tensor, value) -> np.ndarray:
     if array.ndim != node.ndim or any(d is not None and d != g for d, g in zip(node.shape, array.shape)):
         raise GraphError(f"input {name!r}: expected shape {format_shape(node.shape)}, got {array.shape}")
     if node.dtype == "int64":
-        if array.dtype.kind not in "iu" and not (array.dtype.kind == "f" and np.all(array == np.round(array))):
+        whole = whole_floats and array.dtype.kind == "f" and bool(np.all(array == np.round(array)))
+        if array.dtype.kind not in "iu" and not whole:
             raise GraphError(f"input {name!r}: expected integers (int64), got {array.dtype}")
     elif array.dtype.kind not in "fiub":
         raise GraphError(f"input {name!r}: expected numbers ({node.dtype}), got {array.dtype}")
     if None in node.shape and 0 in array.shape:
         raise GraphError(f"input {name!r}: the batch is empty (shape {array.shape})")
     return np.asarray(array, dtype=node.dtype, order="C")  # ascontiguousarray would make () into (1,)
+
+
+def batch_size_of(inputs: Sequence[Tensor], arrays: Sequence[np.ndarray]) -> int | None:
+    """The batch size the arrays of these inputs agree on; None when no input has one."""
+    batch, source = None, None
+    for node, array in zip(inputs, arrays):
+        for dim, got in zip(node.shape, array.shape):
+            if dim is None:
+                if batch is not None and got != batch:
+                    raise GraphError(
+                        f"input {node.label!r} has batch size {got}, but {source!r} has {batch}; "
+                        "every input must have the same batch size"
+                    )
+                batch, source = got, node.label
+    return batch
 
 
 def evaluate(outputs, feeds: Mapping | None = None):

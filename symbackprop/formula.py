@@ -162,11 +162,11 @@ def _name_softmax(expr: sympy.Expr) -> sympy.Expr:
         if len(peaks) != 1 or sympy.expand(body.args[0] + peaks[0] - peaks[0].args[0]) != 0:
             continue
         x, peak = peaks[0].args[0], peaks[0]
-        placeholder = sympy.Dummy("S", positive=True)
-        expr = expr.xreplace({total: placeholder})
-        expr = expr.xreplace({sympy.log(placeholder): LogSumExp(x, axes) - peak})
-        expr = expr.xreplace({body: Softmax(x, axes) * placeholder})
-        expr = expr.xreplace({placeholder: total})
+        row_total = sympy.Dummy("S", positive=True)
+        expr = expr.xreplace({total: row_total})
+        expr = expr.xreplace({sympy.log(row_total): LogSumExp(x, axes) - peak})
+        expr = expr.xreplace({body: Softmax(x, axes) * row_total})
+        expr = expr.xreplace({row_total: total})
     return expr
 
 

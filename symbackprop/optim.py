@@ -27,6 +27,7 @@ momentum_w: (w, g, v) -> w - (g + 9*v/10)/10
 
 from __future__ import annotations
 
+import abc
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -200,7 +201,7 @@ def _check_hyper(owner: str, name: str, value) -> float:
     return float(value)
 
 
-class Optimizer:
+class Optimizer(abc.ABC):
     """The shared machinery; a subclass names its table in :data:`RULES`, its state, and
     writes :meth:`_reference`, the same step in NumPy.
     """
@@ -356,9 +357,9 @@ class Optimizer:
             p.value = new_value
             states.update({(p, name): np.asarray(value, dtype=p.dtype) for name, value in new_state.items()})
 
+    @abc.abstractmethod
     def _reference(self, w, g, state: Mapping[str, np.ndarray], t):
-        """``(new w, new state)`` from arrays, in NumPy."""
-        raise NotImplementedError
+        """``(new w, new state)`` from arrays, in NumPy; each optimizer writes its own."""
 
 
 def _check_params(params, grads) -> tuple[list[Tensor], list[Tensor]]:
