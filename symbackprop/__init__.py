@@ -9,7 +9,7 @@
 (2, 1)
 """
 
-from . import ops, optim
+from . import nn, ops, optim
 from .autodiff import grad
 from .compiled import compile, compile_step
 from .errors import GraphError, MissingRuleError
@@ -87,6 +87,7 @@ __all__ = [
     "mean",
     "minimum",
     "mse",
+    "nn",
     "one_hot",
     "ops",
     "optim",
