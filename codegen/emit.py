@@ -15,8 +15,23 @@ from collections.abc import Callable
 import llvmlite.ir as ir
 import sympy
 
+from symbackprop.random import FINAL_SHIFT, FRACTION_BITS, GAMMA, MIX_STEPS, seed_key
+
 from .expr import FAST, ExprEmitter, emit_index
-from .kernels import Copy, Fill, Gather, Map, MapReduce, Matmul, OneHot, Program, Reduce, ScatterAdd, View
+from .kernels import (
+    Copy,
+    Fill,
+    Gather,
+    Map,
+    MapReduce,
+    Matmul,
+    OneHot,
+    Program,
+    RandomUniform,
+    Reduce,
+    ScatterAdd,
+    View,
+)
 from .library import declare_matmul
 
 I32, I64 = ir.IntType(32), ir.IntType(64)
@@ -308,6 +323,41 @@ def _one_hot(kb: KernelBuilder, kernel: OneHot) -> None:
     kb.loop(count, each)
 
 
+# -- random numbers ---------------------------------------------------------------------------------------
+def _u64(value: int) -> ir.Constant:
+    """A uint64 constant; LLVM's i64 has no sign, but llvmlite prints the Python int as given."""
+    return ir.Constant(I64, value - (1 << 64) if value >= 1 << 63 else value)
+
+
+def _mix64(b: ir.IRBuilder, z: ir.Value) -> ir.Value:
+    """splitmix64's finaliser, as :func:`symbackprop.random.mix64` (i64 arithmetic wraps)."""
+    for shift, multiplier in MIX_STEPS:
+        z = b.mul(b.xor(z, b.lshr(z, _u64(shift))), _u64(multiplier))
+    return b.xor(z, b.lshr(z, _u64(FINAL_SHIFT)))
+
+
+def _random_uniform(kb: KernelBuilder, kernel: RandomUniform) -> None:
+    """The key is hashed once from the counter's float64 bits; then each element is one
+    multiply-add, the finaliser and an exact conversion, integer vector code throughout."""
+    b = kb.builder
+    counter = kb.load(kernel.counter, kb.index(kernel.counter.offset))
+    bits = b.bitcast(convert(b, counter, kernel.counter.dtype, "float64"), I64)
+    key = _mix64(b, b.add(_u64(seed_key(kernel.seed)), b.mul(bits, _u64(GAMMA))))
+    base = b.add(key, _u64(GAMMA))
+    ty = element_type(kernel.out.dtype)
+    fraction = FRACTION_BITS[kernel.out.dtype]
+    scale = ir.Constant(ty, 2.0**-fraction)
+    start = kb.index(kernel.out.offset)
+
+    def each(i):
+        hashed = _mix64(b, b.add(base, b.mul(i, _u64(GAMMA))))
+        # The top bits are below 2**53, so the signed conversion is exact (and cheaper than unsigned).
+        value = b.fmul(b.sitofp(b.lshr(hashed, _u64(64 - fraction)), ty), scale)
+        kb.store(kernel.out, b.add(start, i), value)
+
+    kb.loop(kb.index(sympy.Mul(*kernel.out.shape)), each)
+
+
 emitters = {
     Map: _map,
     Copy: _copy,
@@ -318,6 +368,7 @@ emitters = {
     Gather: _gather,
     ScatterAdd: _scatter_add,
     OneHot: _one_hot,
+    RandomUniform: _random_uniform,
 }
 
 

@@ -209,7 +209,20 @@ class OneHot:
         return f"one-hot {self.out} = {self.labels} == 0..{self.depth - 1}"
 
 
-KERNELS = (Map, Copy, Fill, Matmul, Reduce, MapReduce, Gather, ScatterAdd, OneHot)
+@dataclass
+class RandomUniform:
+    """``out[i] = U(seed, counter)[i]`` over the flat index of a contiguous ``out``: the
+    counter-based hash of :mod:`symbackprop.random`, bit for bit."""
+
+    out: View
+    counter: View
+    seed: int
+
+    def __str__(self) -> str:
+        return f"random-uniform {self.out} = U(seed {self.seed}, {self.counter})"
+
+
+KERNELS = (Map, Copy, Fill, Matmul, Reduce, MapReduce, Gather, ScatterAdd, OneHot, RandomUniform)
 
 
 @dataclass

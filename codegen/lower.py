@@ -27,6 +27,7 @@ from .kernels import (
     N,
     OneHot,
     Program,
+    RandomUniform,
     Reduce,
     ScatterAdd,
     View,
@@ -250,6 +251,10 @@ def _one_hot(ctx, node, views):
     return ctx.emit(OneHot(ctx.temp(node), labels, node.attrs["depth"]))
 
 
+def _random_uniform(ctx, node, views):
+    return ctx.emit(RandomUniform(ctx.temp(node), views[0], node.attrs["seed"]))
+
+
 def _check_indices(ctx, node: Tensor, bound: int):
     """Indices fed as inputs are range-checked in Python before the call, with a clear message."""
     if node.op == "input":
@@ -276,6 +281,7 @@ lowering_rules = {
     "one_hot": _one_hot,
     "cast": _cast,
     "stop_gradient": _same,
+    "random_uniform": _random_uniform,
 }
 assert set(lowering_rules) == set(PRIMITIVES), "every primitive needs a lowering rule"
 

@@ -9,7 +9,8 @@ import numpy as np
 
 from symbackprop.autodiff import grad
 from symbackprop.errors import GraphError
-from symbackprop.graph import Tensor
+from symbackprop.graph import Tensor, topological_order
+from symbackprop.random import step_number
 from symbackprop.rewrite import simplify
 
 from .compile import cached_build, check_inputs
@@ -35,9 +36,11 @@ class CompiledStep(Inspectable):
             raise GraphError(f"compile_step: the loss must be a scalar tensor, got {loss!r}")
         self.params = _check_params(params)
         self.optimizer = optimizer
-        self.inputs = check_inputs([loss], inputs)
         self.state = optimizer.init_states(self.params)
         self.state_inputs, self.step_input = optimizer.step_inputs(self.params)
+        self.step_input = _step_number_read(loss, inputs, self.step_input)
+        fed = [self.step_input] if self.step_input is not None else []
+        self.inputs = check_inputs([loss], [*inputs, *fed])[: len(inputs)]
         self.steps = 0
         extra_inputs = list(self.state_inputs.values()) + ([self.step_input] if self.step_input is not None else [])
 
@@ -139,6 +142,20 @@ class CompiledStep(Inspectable):
         if status:
             raise IndexError("an index or label was out of range in a compiled gather or one_hot")
         return float(losses[0] / count)
+
+
+def _step_number_read(loss: Tensor, inputs: Sequence[Tensor], optimizer_step: Tensor | None) -> Tensor | None:
+    """The step number input the step feeds itself: the optimizer's (Adam's ``t``), or
+    :func:`~symbackprop.random.step_number` when the loss reads it (dropout masks)."""
+    step = step_number()
+    if any(node is step for node in inputs):
+        raise GraphError(
+            "compile_step: the step number 'step' is fed by the training step itself (1, 2, ...); "
+            "leave it out of inputs"
+        )
+    if optimizer_step is not None:
+        return optimizer_step
+    return step if step in topological_order([loss]) else None
 
 
 def _check_params(params) -> list[Tensor]:

@@ -48,6 +48,7 @@ from .functions import (
 from .gradcheck import GradientCheckError, check_grads
 from .graph import Tensor, batch_size, const, input, param
 from .losses import binary_cross_entropy, mse, softmax_cross_entropy
+from .random import random_uniform, step_number
 from .rewrite import Rewritten, simplify
 from .text import to_text, verify
 
@@ -92,6 +93,7 @@ __all__ = [
     "ops",
     "optim",
     "param",
+    "random_uniform",
     "relu",
     "reshape",
     "sigmoid",
@@ -100,6 +102,7 @@ __all__ = [
     "softmax_cross_entropy",
     "softplus",
     "sqrt",
+    "step_number",
     "stop_gradient",
     "sum",
     "tanh",

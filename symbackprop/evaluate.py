@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import GraphError, MissingRuleError
 from .graph import Tensor, topological_order
+from .random import uniform_values
 from .shapes import concrete, format_shape
 
 
@@ -89,6 +90,7 @@ eval_rules = {
     "one_hot": _one_hot,
     "cast": lambda node, args, env: args[0].astype(node.dtype),
     "stop_gradient": lambda node, args, env: args[0],
+    "random_uniform": lambda node, args, env: uniform_values(env.shape(node), node.dtype, node.attrs["seed"], args[0]),
 }
 
 

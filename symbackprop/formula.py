@@ -63,6 +63,12 @@ class LogSumExp(TensorFunction):
     """``LogSumExp(x, axes)``."""
 
 
+class Uniform(TensorFunction):
+    """``Uniform(seed, counter)``: a draw of ``random_uniform``, printed ``U(seed 3, step)``."""
+
+    nargs = 2
+
+
 class Op(TensorFunction):
     """Any other tensor op, printed as ``name(args)``: ``Op(Symbol('reshape'), x, shape)``."""
 
@@ -109,6 +115,7 @@ formula_rules = {
     "one_hot": lambda node, args: OneHot(args[0]),
     "cast": lambda node, args: args[0],
     "stop_gradient": lambda node, args: args[0],
+    "random_uniform": lambda node, args: Uniform(sympy.Integer(node.attrs["seed"]), args[0]),
 }
 
 
@@ -248,8 +255,11 @@ class FormulaPrinter(StrPrinter):
     def _print_Op(self, e):
         return f"{e.args[0]}({', '.join(self._print(a) for a in e.args[1:])})"
 
+    def _print_Uniform(self, e):
+        return f"U(seed {e.args[0]}, {self._print(e.args[1])})"
+
     def _print_Heaviside(self, e):
-        return f"[{self._print(e.args[0])} > 0]"
+        return f"[{self._print(e.args[0])} {_heaviside_relation(e, '≥')} 0]"
 
     def _print_Abs(self, e):
         return f"|{self._print(e.args[0])}|"
@@ -308,6 +318,11 @@ class FormulaPrinter(StrPrinter):
         return text
 
 
+def _heaviside_relation(e, at_least: str) -> str:
+    """``Heaviside(x, 1)`` (dropout's mask, 1 at 0) is ``[x ≥ 0]``; with 0 at 0 it is ``[x > 0]``."""
+    return at_least if len(e.args) > 1 and e.args[1] == 1 else ">"
+
+
 def _ordered_terms(add):
     """Terms as a person writes them: products with matrices first, subtracted terms last."""
     return sorted(add.args, key=lambda t: (not t.has(Dot), t.could_extract_minus_sign(), t.is_number))
@@ -353,8 +368,12 @@ class FormulaLatexPrinter(LatexPrinter):
     def _print_sigmoid(self, e, exp=None):
         return f"\\sigma\\left({self._print(e.args[0])}\\right)"
 
+    def _print_Uniform(self, e):
+        return f"U_{{{e.args[0]}}}\\left({self._print(e.args[1])}\\right)"
+
     def _print_Heaviside(self, e, exp=None):
-        return f"\\left[{self._print(e.args[0])} > 0\\right]"
+        relation = _heaviside_relation(e, r"\geq")
+        return f"\\left[{self._print(e.args[0])} {relation} 0\\right]"
 
     def _print_Symbol(self, e, style="plain"):
         return super()._print_Symbol(sympy.Symbol(e.name.replace("δ", "delta")), style)

@@ -33,6 +33,7 @@ PRIMITIVES = LEAVES + (
     "one_hot",
     "cast",
     "stop_gradient",
+    "random_uniform",
 )
 
 
@@ -195,6 +196,21 @@ def _identity(inputs, attrs):
     return inputs[0].shape, inputs[0].dtype
 
 
+def _random_uniform(inputs, attrs):
+    (counter,) = inputs
+    if counter.shape != () or counter.dtype not in FLOAT_DTYPES:
+        raise GraphError(
+            f"random_uniform: the counter {describe(counter)} must be a float scalar (shape ()), "
+            "such as the step number sb.step_number()"
+        )
+    if attrs["dtype"] not in FLOAT_DTYPES:
+        raise GraphError(f"random_uniform: dtype {attrs['dtype']!r} is not one of {FLOAT_DTYPES}")
+    seed = attrs["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
+        raise GraphError(f"random_uniform: seed must be an int in [0, 2**64), got {seed!r}")
+    return attrs["shape"], attrs["dtype"]
+
+
 shape_rules = {
     "input": _leaf,
     "param": _leaf,
@@ -215,4 +231,5 @@ shape_rules = {
     "one_hot": _one_hot,
     "cast": _cast,
     "stop_gradient": _identity,
+    "random_uniform": _random_uniform,
 }

@@ -34,7 +34,7 @@ def _attr_text(node: Tensor) -> str:
         return f"[{fn.name}: {fn.text}]"
     hidden = {"name", "shape", "dtype", "uid"} if node.op in LEAVES else {"uid"}
     items = [f"{k}={v}" for k, v in node.attrs.items() if k not in hidden]
-    if node.op in ("cast", "one_hot", "broadcast", "reshape", "unslice"):
+    if node.op in ("cast", "one_hot", "broadcast", "reshape", "unslice", "random_uniform"):
         items = [f"{k}={format_shape(v) if k == 'shape' else v}" for k, v in node.attrs.items()]
     return f"[{', '.join(items)}]" if items else ""
 
