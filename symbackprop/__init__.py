@@ -9,7 +9,7 @@
 (2, 1)
 """
 
-from . import nn, ops, optim
+from . import callbacks, checkpoint, data, metrics, nn, ops, optim
 from .autodiff import grad
 from .compiled import compile, compile_step
 from .errors import GraphError, MissingRuleError
@@ -51,6 +51,7 @@ from .losses import binary_cross_entropy, mse, softmax_cross_entropy
 from .random import random_uniform, step_number
 from .rewrite import Rewritten, simplify
 from .text import to_text, verify
+from .trainer import Trainer
 
 __version__ = "0.1.0"
 
@@ -61,16 +62,20 @@ __all__ = [
     "MissingRuleError",
     "Rewritten",
     "Tensor",
+    "Trainer",
     "abs",
     "batch_size",
     "binary_cross_entropy",
     "broadcast_to",
+    "callbacks",
     "cast",
     "check_grads",
+    "checkpoint",
     "compile",
     "compile_step",
     "concat",
     "const",
+    "data",
     "evaluate",
     "exp",
     "formula",
@@ -86,6 +91,7 @@ __all__ = [
     "max",
     "maximum",
     "mean",
+    "metrics",
     "minimum",
     "mse",
     "nn",

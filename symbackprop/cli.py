@@ -1,0 +1,286 @@
+"""The ``symbackprop`` command: ``train``, ``formulas`` and ``bench``.
+
+Every mistake a user can make on the command line (a bad model spec, a missing file, a
+label column that is not there) ends in one line on stderr and exit status 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import data as datasets
+from . import metrics, nn, optim
+from .autodiff import grad
+from .checkpoint import CheckpointError
+from .errors import GraphError
+from .formula import formula
+from .graph import input
+from .losses import softmax_cross_entropy
+from .trainer import Trainer
+
+USAGE_ERROR = 2
+
+# Optimizers by command-line name; each takes the learning rate and the momentum option.
+OPTIMIZERS = {
+    "sgd": lambda lr, momentum: optim.SGD(lr=lr),
+    "momentum": lambda lr, momentum: optim.Momentum(lr=lr, momentum=momentum),
+    "nesterov": lambda lr, momentum: optim.Momentum(lr=lr, momentum=momentum, nesterov=True),
+    "adam": lambda lr, momentum: optim.Adam(lr=lr),
+    "adamw": lambda lr, momentum: optim.AdamW(lr=lr),
+    "rmsprop": lambda lr, momentum: optim.RMSProp(lr=lr),
+}
+
+# The learning rate each optimizer starts from when --lr is not given.
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
+
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "softplus", "leaky_relu")
+
+
+class UsageError(Exception):
+    """A mistake on the command line, reported as one line."""
+
+
+# -- models -----------------------------------------------------------------------------------------
+def parse_spec(spec: str, alternatives: str = ", or 'cnn'") -> list[int]:
+    """Layer widths from a spec such as ``"64-32-10"`` (input, hidden..., output).
+
+    >>> parse_spec("64-32-10")
+    [64, 32, 10]
+    """
+    parts = spec.split("-")
+    if len(parts) < 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise UsageError(
+            f"bad model spec {spec!r}: expected layer widths joined by '-', input first and classes last, "
+            f"such as 64-32-10{alternatives}"
+        )
+    return [int(p) for p in parts]
+
+
+def mlp(widths: list[int], activation: str, seed: int) -> nn.Sequential:
+    """A multilayer perceptron: ``activation`` after every layer but the last."""
+    layers = [
+        nn.Dense(a, b, activation=activation if i < len(widths) - 2 else None, seed=seed + i)
+        for i, (a, b) in enumerate(zip(widths, widths[1:]))
+    ]
+    return nn.Sequential(*layers)
+
+
+def cnn(image_shape: tuple[int, ...], classes: int, seed: int) -> nn.Sequential:
+    """Two 3×3 convolutions with 2×2 max pooling, then two dense layers (for 8×8 digits and up)."""
+    height, width, channels = image_shape
+    return nn.Sequential(
+        nn.Conv2D(channels, 32, 3, padding="same", activation="relu", seed=seed),
+        nn.MaxPool2D(2),
+        nn.Conv2D(32, 64, 3, padding="same", activation="relu", seed=seed + 1),
+        nn.MaxPool2D(2),
+        nn.Flatten(),
+        nn.Dense((height // 4) * (width // 4) * 64, 128, activation="relu", seed=seed + 2),
+        nn.Dense(128, classes, seed=seed + 3),
+    )
+
+
+def build_model(spec: str, activation: str, features: tuple[int, ...], classes: int, seed: int):
+    """The model a spec names, checked against the data's shape and number of classes."""
+    if spec == "cnn":
+        if len(features) != 3:
+            raise UsageError(
+                f"the cnn model needs images (height, width, channels); the data has examples of shape {features}"
+            )
+        return cnn(features, classes, seed)
+    widths = parse_spec(spec)
+    if len(features) != 1 or widths[0] != features[0]:
+        raise UsageError(
+            f"model spec {spec!r} takes {widths[0]} input features; the data has examples of shape {features}"
+        )
+    if widths[-1] != classes:
+        raise UsageError(f"model spec {spec!r} ends in {widths[-1]} outputs; the data has {classes} classes")
+    return mlp(widths, activation, seed)
+
+
+# -- data -------------------------------------------------------------------------------------------
+def load_data(args):
+    """``(name, (X_train, y_train), (X_test, y_test))`` from ``--data``."""
+    images = args.model == "cnn"
+    if args.data == "digits":
+        split = datasets.load_digits(
+            test_fraction=args.test_fraction, seed=args.seed, shape="image" if images else "flat"
+        )
+        return "digits", split.train, split.test
+    path = Path(args.data)
+    loaders = {
+        ".npz": lambda: datasets.load_npz(path),
+        ".csv": lambda: datasets.load_csv(path, label_column=label_column(args.label_column)),
+    }
+    if path.suffix not in loaders:
+        raise UsageError(f"--data {args.data!r}: expected 'digits', a .npz or a .csv file")
+    X, y = loaders[path.suffix]()
+    if y.dtype.kind not in "iu":
+        raise UsageError(f"--data {args.data!r}: the labels must be whole-number classes to train a classifier")
+    split = datasets.train_test_split(X, y, test_fraction=args.test_fraction, seed=args.seed)
+    return str(path), split.train, split.test
+
+
+def label_column(text: str) -> int | str:
+    """``--label-column`` as a column index when it is a number, else a header name."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+# -- commands ---------------------------------------------------------------------------------------
+def train(args) -> int:
+    if args.lr is not None and args.lr <= 0:
+        raise UsageError(f"--lr must be positive, got {args.lr}")
+    name, (X, y), (X_test, y_test) = load_data(args)
+    classes = int(max(y.max(), y_test.max())) + 1
+    model = build_model(args.model, args.activation, tuple(X.shape[1:]), classes, args.seed)
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
+    optimizer = OPTIMIZERS[args.optimizer](lr, args.momentum)
+    trainer = Trainer(model, loss="softmax_cross_entropy", optimizer=optimizer, metrics=("accuracy",))
+    say = (lambda *a: None) if args.json else print
+    count = sum(p.value.size for p in trainer.params.values())
+    say(f"data: {name}: {len(X)} training and {len(X_test)} test examples, {classes} classes")
+    say(
+        f"model: {args.model} ({args.activation if args.model != 'cnn' else 'relu'}), {count} parameters; {optimizer!r}"
+    )
+    started = time.perf_counter()
+    trainer.build(X, y)  # compiled first, so the training time below is training alone
+    compile_seconds = time.perf_counter() - started
+    if args.resume:
+        trainer.load(args.resume)
+        say(f"resumed from {args.resume} after {trainer.epochs_done} epochs")
+    say(f"compiled in {compile_seconds:.2f} s")
+    started = time.perf_counter()
+    progress = False if args.json else "auto"
+    history = trainer.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, progress=progress)
+    train_seconds = time.perf_counter() - started
+    predicted = trainer.predict_classes(X_test)
+    result = {
+        "data": name,
+        "model": args.model,
+        "epochs": len(history),
+        "train_loss": history["loss"][-1] if len(history) else None,
+        "train_seconds": round(train_seconds, 4),
+        "compile_seconds": round(compile_seconds, 4),
+        "test_accuracy": metrics.accuracy(y_test, predicted),
+        "test_precision": metrics.precision(y_test, predicted, average="macro"),
+        "test_recall": metrics.recall(y_test, predicted, average="macro"),
+        "test_f1": metrics.f1(y_test, predicted, average="macro"),
+        "confusion_matrix": metrics.confusion_matrix(y_test, predicted, num_classes=classes).tolist(),
+    }
+    if args.checkpoint:
+        trainer.save(args.checkpoint)
+        result["checkpoint"] = str(args.checkpoint)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    final = f"final training loss {result['train_loss']:.4f}, " if len(history) else ""
+    print(f"trained {len(history)} epochs in {train_seconds:.2f} s ({final}batch {args.batch_size})")
+    print(f"test accuracy: {100 * result['test_accuracy']:.2f} %")
+    print()
+    print(metrics.classification_report(y_test, predicted))
+    print()
+    print("confusion matrix (rows: true class, columns: predicted):")
+    print(metrics.format_confusion_matrix(np.array(result["confusion_matrix"])))
+    if args.checkpoint:
+        print(f"\ncheckpoint saved to {args.checkpoint}")
+    return 0
+
+
+def formulas(args) -> int:
+    widths = parse_spec(args.model, alternatives=" (formulas are printed for MLPs)")
+    model = mlp(widths, args.activation, seed=0)
+    x = input("x", (None, widths[0]))
+    y = input("y", (None,), "int64")
+    loss = softmax_cross_entropy(model(x), y)
+    derived = formula(grad(loss, list(model.parameters().values())))
+    print(derived.latex() if args.latex else derived)
+    if args.optimizer:
+        rules = OPTIMIZERS[args.optimizer](args.lr or DEFAULT_LR[args.optimizer], args.momentum).formula()
+        print()
+        print(rules.latex() if args.latex else rules)
+    return 0
+
+
+def bench(args) -> int:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_training.py"
+    if not script.is_file():
+        raise UsageError(f"the benchmark script is part of a source checkout; {script} was not found")
+    return subprocess.call([sys.executable, str(script), *args.options])
+
+
+# -- the parser -------------------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line and exit status 2."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = Parser(prog="symbackprop", description="Train networks whose gradients SymPy derives and LLVM compiles.")
+    commands = top.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    run = commands.add_parser("train", help="train a classifier (default: an MLP on the embedded digits)")
+    run.add_argument("--data", default="digits", help="'digits' (embedded), or a .npz (x, y) or .csv file")
+    run.add_argument(
+        "--label-column", default="-1", help="the CSV column holding the labels: an index or a header name"
+    )
+    run.add_argument("--model", default="64-64-10", help="layer widths such as 64-32-10, or 'cnn' (default 64-64-10)")
+    run.add_argument("--activation", default="tanh", choices=ACTIVATIONS, help="hidden-layer activation (default tanh)")
+    run.add_argument("--optimizer", default="momentum", choices=sorted(OPTIMIZERS), help="default momentum")
+    run.add_argument("--lr", type=float, default=None, help="learning rate (default: per optimizer, 0.05 for momentum)")
+    run.add_argument("--momentum", type=float, default=0.9, help="momentum coefficient (default 0.9)")
+    run.add_argument("--epochs", type=int, default=60, help="passes over the training data (default 60)")
+    run.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the split, the initial weights and the order")
+    run.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the data (default 0.2)")
+    run.add_argument("--checkpoint", help="save the trained parameters and optimizer state to this .npz file")
+    run.add_argument("--resume", help="start from a checkpoint saved by --checkpoint")
+    run.add_argument("--json", action="store_true", help="print only the final metrics, as one JSON object")
+    run.set_defaults(handler=train)
+
+    show = commands.add_parser("formulas", help="print the derived gradient formulas of an MLP")
+    show.add_argument("--model", default="64-64-10", help="layer widths such as 64-32-10 (default 64-64-10)")
+    show.add_argument("--activation", default="tanh", choices=ACTIVATIONS)
+    show.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="also print this optimizer's update rules")
+    show.add_argument("--lr", type=float, default=None)
+    show.add_argument("--momentum", type=float, default=0.9)
+    show.add_argument("--latex", action="store_true", help="print LaTeX instead of text")
+    show.set_defaults(handler=formulas)
+
+    timing = commands.add_parser("bench", help="run the training benchmark against the installed peers")
+    timing.add_argument("options", nargs=argparse.REMAINDER, help="passed to benchmarks/bench_training.py (try --help)")
+    timing.set_defaults(handler=bench)
+    return top
+
+
+# Errors that are the user's to fix: printed as one line, exit status 2.
+USER_ERRORS = (UsageError, GraphError, CheckpointError, datasets.DataError, FileNotFoundError, ValueError)
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status."""
+    try:
+        args = parser().parse_args(argv)
+        return args.handler(args)
+    except USER_ERRORS as error:
+        message = " ".join(line.strip() for line in str(error).splitlines()) or type(error).__name__
+        print(f"symbackprop: error: {message}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("symbackprop: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

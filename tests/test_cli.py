@@ -1,0 +1,108 @@
+"""The ``symbackprop`` command line: training, formulas, checkpoints and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from symbackprop.cli import main
+
+
+def run(capsys, *argv):
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_default_train_reaches_the_accuracy_target(capsys):
+    status, out, err = run(capsys, "train", "--json")
+    assert status == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["epochs"] == 60 and result["model"] == "64-64-10"
+    assert result["test_accuracy"] >= 0.97
+    assert result["train_seconds"] < 10
+    matrix = np.array(result["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 359
+    assert result["test_accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
+
+
+def test_human_output_has_report_and_confusion_matrix(capsys):
+    status, out, _ = run(capsys, "train", "--epochs", "3", "--model", "64-16-10", "--optimizer", "adam")
+    assert status == 0
+    assert "64-16-10 (tanh), 1210 parameters; Adam(lr=0.001" in out
+    assert "test accuracy:" in out and "macro avg" in out
+    assert "confusion matrix (rows: true class, columns: predicted):" in out
+
+
+def test_checkpoint_then_resume(tmp_path, capsys):
+    path = tmp_path / "digits.npz"
+    status, out, _ = run(capsys, "train", "--epochs", "2", "--checkpoint", str(path), "--json")
+    assert status == 0 and json.loads(out.splitlines()[-1])["checkpoint"] == str(path)
+    status, out, _ = run(capsys, "train", "--epochs", "1", "--resume", str(path))
+    assert status == 0 and "resumed from" in out and "after 2 epochs" in out
+    status, _, err = run(capsys, "train", "--epochs", "1", "--model", "64-32-10", "--resume", str(path))
+    assert status == 2 and "different model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_on_a_csv_file_with_a_named_label_column(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    path = tmp_path / "points.csv"
+    rows = "\n".join(f"{a:.4f},{label},{b:.4f},{c:.4f}" for (a, b, c), label in zip(X, y))
+    path.write_text("a,class,b,c\n" + rows + "\n")
+    status, out, err = run(
+        capsys, "train", "--data", str(path), "--label-column", "class", "--model", "3-8-2", "--epochs", "30", "--json"
+    )
+    assert status == 0, err
+    assert json.loads(out.splitlines()[-1])["test_accuracy"] >= 0.9
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--model", "64-x-10"], "bad model spec '64-x-10'"),
+        (["train", "--model", "32-10"], "takes 32 input features; the data has examples of shape (64,)"),
+        (["train", "--model", "64-5"], "ends in 5 outputs; the data has 10 classes"),
+        (["train", "--data", "missing.csv"], "missing.csv"),
+        (["train", "--data", "data.txt"], "expected 'digits', a .npz or a .csv file"),
+        (["train", "--epochs"], "argument --epochs: expected one argument"),
+        (["train", "--lr", "-1"], "--lr must be positive"),
+        (["train", "--activation", "cube"], "invalid choice: 'cube'"),
+        (["fly"], "invalid choice: 'fly'"),
+        (["formulas", "--model", "cnn"], "formulas are printed for MLPs"),
+    ],
+)
+def test_errors_are_one_line_with_exit_status_2(capsys, argv, message):
+    status, _, err = run(capsys, *argv)
+    assert status == 2
+    assert err.startswith("symbackprop: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_wrong_label_column_in_a_csv(tmp_path, capsys):
+    path = tmp_path / "small.csv"
+    path.write_text("1,2,0\n3,4,1\n5,6,0\n7,8,1\n9,10,1\n")
+    status, _, err = run(capsys, "train", "--data", str(path), "--label-column", "7")
+    assert status == 2 and "column" in err and len(err.strip().splitlines()) == 1
+
+
+def test_formulas_text_latex_and_optimizer(capsys):
+    status, out, _ = run(capsys, "formulas", "--model", "4-3-2")
+    assert status == 0
+    assert "δ1 = δ2·W2ᵀ ⊙ (1 − h1²)" in out and "∂L/∂W1 = xᵀ·δ1" in out
+    status, out, _ = run(capsys, "formulas", "--model", "4-3-2", "--latex", "--optimizer", "momentum")
+    assert status == 0 and "\\delta" in out and "\\mu" in out
+
+
+def test_installed_command_runs_as_a_process():
+    result = subprocess.run(
+        [sys.executable, "-m", "symbackprop.cli", "formulas", "--model", "2-2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "∂L/∂W1" in result.stdout
