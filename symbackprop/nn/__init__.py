@@ -13,12 +13,14 @@ works on a hand-built graph (``sb.grad``, ``sb.formula``, ``sb.evaluate``, ``sb.
 from .activation import ACTIVATIONS, Activation, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Softplus, Tanh
 from .container import Sequential
 from .dense import Dense
+from .dropout import Dropout
 from .module import Module, build
 
 __all__ = [
     "ACTIVATIONS",
     "Activation",
     "Dense",
+    "Dropout",
     "LeakyReLU",
     "LogSoftmax",
     "Module",
