@@ -338,24 +338,44 @@ def _mix64(b: ir.IRBuilder, z: ir.Value) -> ir.Value:
 
 def _random_uniform(kb: KernelBuilder, kernel: RandomUniform) -> None:
     """The key is hashed once from the counter's float64 bits; then each element is one
-    multiply-add, the finaliser and an exact conversion, integer vector code throughout."""
+    addition, the finaliser and an exact conversion, integer vector code throughout."""
     b = kb.builder
     counter = kb.load(kernel.counter, kb.index(kernel.counter.offset))
     bits = b.bitcast(convert(b, counter, kernel.counter.dtype, "float64"), I64)
     key = _mix64(b, b.add(_u64(seed_key(kernel.seed)), b.mul(bits, _u64(GAMMA))))
-    base = b.add(key, _u64(GAMMA))
     ty = element_type(kernel.out.dtype)
     fraction = FRACTION_BITS[kernel.out.dtype]
     scale = ir.Constant(ty, 2.0**-fraction)
     start = kb.index(kernel.out.offset)
 
-    def each(i):
-        hashed = _mix64(b, b.add(base, b.mul(i, _u64(GAMMA))))
+    def element(i, word):
         # The top bits are below 2**53, so the signed conversion is exact (and cheaper than unsigned).
-        value = b.fmul(b.sitofp(b.lshr(hashed, _u64(64 - fraction)), ty), scale)
+        value = b.fmul(b.sitofp(b.lshr(_mix64(b, word), _u64(64 - fraction)), ty), scale)
         kb.store(kernel.out, b.add(start, i), value)
 
-    kb.loop(kb.index(sympy.Mul(*kernel.out.shape)), each)
+    count = kb.index(sympy.Mul(*kernel.out.shape))
+    _counted_loop(kb, count, b.add(key, _u64(GAMMA)), _u64(GAMMA), element)
+
+
+def _counted_loop(kb: KernelBuilder, count: ir.Value, first: ir.Value, step: ir.Value, body) -> None:
+    """``for i in range(count): body(i, first + i·step)``, the second value carried from one
+    iteration to the next: an addition where ``i·step`` would be a 64-bit multiply per element,
+    which x86 vectorises natively only with AVX-512DQ."""
+    b = kb.builder
+    before = b.block
+    head, inside, after = (kb.function.append_basic_block(x) for x in ("loop", "body", "after"))
+    b.branch(head)
+    b.position_at_end(head)
+    i, word = b.phi(I64), b.phi(I64)
+    i.add_incoming(ir.Constant(I64, 0), before)
+    word.add_incoming(first, before)
+    b.cbranch(b.icmp_signed("<", i, count), inside, after)
+    b.position_at_end(inside)
+    body(i, word)
+    i.add_incoming(b.add(i, ir.Constant(I64, 1)), b.block)
+    word.add_incoming(b.add(word, step), b.block)
+    b.branch(head)
+    b.position_at_end(after)
 
 
 emitters = {
