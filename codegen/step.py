@@ -26,7 +26,9 @@ class CompiledStep(Inspectable):
     """One training step as native code: ``step(*batch) -> loss``, params updated in place.
 
     See :func:`symbackprop.compile_step`. The optimizer's state (momenta, moments) is kept
-    in ``state`` and the number of steps taken in ``steps``.
+    in ``state`` and the number of steps taken in ``steps``. When the loss or the optimizer
+    reads the step number (:func:`symbackprop.step_number`: dropout masks, Adam's bias
+    correction), every step and every minibatch of an epoch is fed its number, from 1.
     """
 
     def __init__(
@@ -61,8 +63,7 @@ class CompiledStep(Inspectable):
 
         # The key is taken before differentiating, from the loss and the optimizer's rules: a
         # warm start then skips the gradient as well as the rewrites and the code generation.
-        rules = ";".join(f"{name}={fn.symbols}->{fn.text}" for name, fn in optimizer.update_rules().items())
-        options = f"fast_math={fast_math};{type(optimizer).__name__};{rules}"
+        options = f"fast_math={fast_math};{optimizer.key}"
         self.program, ir_text = cached_build("step", [loss], self.inputs + extra_inputs, self.params, options, build)
         self.compiled = compile_ir(ir_text)
         self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)

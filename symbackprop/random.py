@@ -71,6 +71,11 @@ def stream_base(seed: int, counter_bits: int) -> int:
 def counter_bits(counter) -> int:
     """The IEEE-754 bits of a float counter, widened to float64 (exact for float32)."""
     array = np.asarray(counter)
+    if array.dtype == object:
+        raise GraphError(
+            f"random_uniform: the counter is the symbolic {counter!r}; a draw is a hash of numbers and "
+            "cannot be written out over symbols (as formula(..., expand=True) does)"
+        )
     if array.shape != () or array.dtype.kind != "f":
         raise GraphError(f"random_uniform: the counter must be a float scalar, got {counter!r}")
     return int(array.astype(np.float64).view(np.uint64))

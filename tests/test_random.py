@@ -150,6 +150,12 @@ def test_bad_arguments_are_refused(build, message):
         build()
 
 
+def test_the_expanded_formula_refuses_a_draw_over_symbols():
+    x = sb.input("x", (None, 2))
+    with pytest.raises(sb.GraphError, match="cannot be written out over symbols"):
+        sb.formula(x * sb.random_uniform((None, 2), seed=1), expand=True)
+
+
 def test_the_step_number_must_be_fed_outside_a_training_step():
     x = sb.input("x", (None, 2))
     y = x * sb.random_uniform((None, 2), seed=0)
