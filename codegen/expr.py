@@ -8,6 +8,7 @@ inline version call the C library, which the JIT resolves in the running process
 
 from __future__ import annotations
 
+import functools
 import math
 
 import llvmlite.ir as ir
@@ -91,7 +92,14 @@ class ExprEmitter:
         double, single = LIBM[function]
         name = double if self.ty == ir.DoubleType() else single
         module = self.builder.module
-        callee = module.globals.get(name) or ir.Function(module, ir.FunctionType(self.ty, [self.ty]), name=name)
+        callee = module.globals.get(name)
+        if callee is None:
+            callee = ir.Function(module, ir.FunctionType(self.ty, [self.ty]), name=name)
+            # Pure as far as this code is concerned (errno is never read): LLVM may then hoist
+            # a call on loop-invariant values, such as cos of the step number in a learning-rate
+            # schedule, out of the elementwise loop instead of calling it once per element.
+            callee.attributes.add("readnone")
+            callee.attributes.add("nounwind")
         return self.builder.call(callee, [self.emit(arg)])
 
     def intrinsic(self, name, *values):
@@ -171,13 +179,14 @@ def _piecewise(e: ExprEmitter, expr):
 
 
 RELATIONS = {sympy.Eq: "==", sympy.Ne: "!=", sympy.Gt: ">", sympy.Lt: "<", sympy.Ge: ">=", sympy.Le: "<="}
+CONNECTIVES = {sympy.And: ir.IRBuilder.and_, sympy.Or: ir.IRBuilder.or_}
 
 
 def _condition(e: ExprEmitter, condition):
-    if isinstance(condition, sympy.And):
-        return e.builder.and_(*[_condition(e, c) for c in condition.args[:2]])
-    if isinstance(condition, sympy.Or):
-        return e.builder.or_(*[_condition(e, c) for c in condition.args[:2]])
+    combine = CONNECTIVES.get(type(condition))
+    if combine is not None:  # And and Or take any number of conditions
+        values = [_condition(e, c) for c in condition.args]
+        return functools.reduce(lambda x, y: combine(e.builder, x, y), values)
     op = RELATIONS.get(type(condition))
     if op is None:
         raise UnsupportedExpressionError(f"the code generator has no rule for the condition {condition}")

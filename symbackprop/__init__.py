@@ -9,7 +9,7 @@
 (2, 1)
 """
 
-from . import callbacks, checkpoint, data, metrics, nn, ops, optim
+from . import callbacks, checkpoint, data, metrics, nn, ops, optim, schedules
 from .autodiff import grad
 from .compiled import compile, compile_step
 from .errors import GraphError, MissingRuleError
@@ -47,7 +47,7 @@ from .functions import (
 )
 from .gradcheck import GradientCheckError, check_grads
 from .graph import Tensor, batch_size, const, input, param
-from .losses import binary_cross_entropy, mse, softmax_cross_entropy
+from .losses import binary_cross_entropy, huber, l1_penalty, l2_penalty, mae, mse, softmax_cross_entropy
 from .random import random_uniform, step_number
 from .rewrite import Rewritten, simplify
 from .text import to_text, verify
@@ -82,11 +82,15 @@ __all__ = [
     "function",
     "gather",
     "grad",
+    "huber",
     "input",
+    "l1_penalty",
+    "l2_penalty",
     "leaky_relu",
     "log",
     "log_softmax",
     "logsumexp",
+    "mae",
     "matmul",
     "max",
     "maximum",
@@ -102,6 +106,7 @@ __all__ = [
     "random_uniform",
     "relu",
     "reshape",
+    "schedules",
     "sigmoid",
     "simplify",
     "softmax",

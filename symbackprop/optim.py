@@ -14,7 +14,10 @@ The same rules give
 - :meth:`Optimizer.reference_step`, the same step written directly in NumPy, to check
   the rules against.
 
-The conventions are PyTorch's (``torch.optim``), so results agree with it.
+Every optimizer also takes a learning-rate schedule for ``lr`` (see
+:mod:`symbackprop.schedules`) and ``clip_norm``, clipping of the gradients by their global
+norm before the rules read them. The conventions are PyTorch's (``torch.optim``), so
+results agree with it.
 
 >>> import symbackprop as sb
 >>> opt = sb.optim.Momentum(lr=0.1, momentum=0.9)
@@ -23,6 +26,10 @@ v ← μ·v + g
 w ← w − η·v
 >>> opt.update_rules()["w"]
 momentum_w: (w, g, v) -> w - (g + 9*v/10)/10
+>>> print(sb.optim.SGD(lr=sb.schedules.exponential(0.1, gamma=0.99), clip_norm=1.0).formula())
+η(t) = 0.1·0.99^(t − 1)
+g ← g·min(c/(‖g‖ + 10⁻⁶), 1)
+w ← w − η·g
 """
 
 from __future__ import annotations
@@ -36,21 +43,32 @@ from typing import NamedTuple
 import numpy as np
 import sympy
 from sympy.core.parameters import distribute
-from sympy.printing.latex import LatexPrinter
-from sympy.printing.precedence import PRECEDENCE
-from sympy.printing.str import StrPrinter
 
+from . import functions as F
 from .errors import GraphError
 from .functions import _number, apply, cast
 from .graph import Tensor, input
+from .rule_printing import RuleFormula
 from .scalar import ScalarFunction, real_symbols
+from .schedules import Schedule, t
 from .shapes import format_shape
 
-__all__ = ["SGD", "Adam", "AdamW", "Momentum", "Optimizer", "RMSProp", "RuleFormula", "StepGraph"]
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Momentum",
+    "Optimizer",
+    "RMSProp",
+    "RuleFormula",
+    "StepGraph",
+    "clip_by_global_norm",
+]
 
 # -- symbols -----------------------------------------------------------------------------------
-w, g, m, v, t = real_symbols("w g m v t")
+w, g, m, v = real_symbols("w g m v")  # t, the step number, is the schedules' symbol
 m_hat, v_hat = sympy.symbols("m̂ v̂")  # named intermediates; update_rules substitutes them away
+grad_norm = sympy.Symbol("‖g‖")  # the global norm of all gradients, printed in the clipping rule
 
 # hyper-parameter: (symbol as printed, LaTeX, allowed range)
 HYPER = {
@@ -61,6 +79,7 @@ HYPER = {
     "rho": ("ρ", r"\rho", "fraction"),
     "eps": ("ε", r"\varepsilon", "positive"),
     "weight_decay": ("λ", r"\lambda", "non_negative"),
+    "clip_norm": ("c", "c", "positive"),
 }
 RANGES = {
     "positive": (lambda x: x > 0, "> 0"),
@@ -68,10 +87,15 @@ RANGES = {
     "non_negative": (lambda x: x >= 0, ">= 0"),
 }
 HYPER_SYMBOLS = {name: sympy.Symbol(text) for name, (text, _, _) in HYPER.items()}
-eta, mu, beta1, beta2, rho, epsilon, lam = HYPER_SYMBOLS.values()
+eta, mu, beta1, beta2, rho, epsilon, lam, clip = HYPER_SYMBOLS.values()
 
-QUANTITIES = {"w": w, "m": m, "v": v, "m̂": m_hat, "v̂": v_hat}
-LATEX_NAMES = {text: latex for text, latex, _ in HYPER.values()} | {"m̂": r"\hat{m}", "v̂": r"\hat{v}"}
+QUANTITIES = {"w": w, "g": g, "m": m, "v": v, "m̂": m_hat, "v̂": v_hat}
+LATEX_NAMES = {text: latex for text, latex, _ in HYPER.values()} | {
+    "m̂": r"\hat{m}",
+    "v̂": r"\hat{v}",
+    "‖g‖": r"\lVert g \rVert",
+    "η(t)": r"\eta(t)",
+}
 
 # -- the rules, in the order they are applied -----------------------------------------------------
 # A rule may read the new value of a quantity updated above it, as on paper; update_rules
@@ -92,93 +116,14 @@ with sympy.evaluate(False):
     }
     # AdamW decays the old w, outside the adaptive step (PyTorch: w ← w·(1 − ηλ), then Adam).
     RULES["adamw"] = RULES["adam"][:-1] + (("w", w - eta * (m_hat / (sympy.sqrt(v_hat) + epsilon) + lam * w)),)
-
-
-# -- printing ------------------------------------------------------------------------------------
-_RAISABLE = "0123456789-t"
-_SUPERSCRIPTS = str.maketrans(_RAISABLE, "⁰¹²³⁴⁵⁶⁷⁸⁹⁻ᵗ")
-
-
-def _negated(term: sympy.Expr) -> sympy.Expr | None:
-    """``b`` for an unevaluated ``-1·b`` (keeping the order of b's factors), else None."""
-    if isinstance(term, sympy.Mul) and term.args[0] == -1:
-        rest = term.args[1:]
-        return rest[0] if len(rest) == 1 else sympy.Mul(*rest, evaluate=False)
-    return None
-
-
-class RulePrinter(StrPrinter):
-    """Rules as written: terms in their order, ``·``, ``−``, ``√v``, ``β₁ᵗ``, ``g²``."""
-
-    def _print_Add(self, e, order=None):  # noqa: N802 - SymPy dispatches on the class name
-        text = self._print(e.args[0])
-        for term in e.args[1:]:
-            negated = _negated(term)
-            if negated is None:
-                text += " + " + self._print(term)
-            else:
-                text += " − " + self.parenthesize(negated, PRECEDENCE["Add"])
-        return text
-
-    def _print_Mul(self, e):  # noqa: N802 - SymPy dispatches on the class name
-        negated = _negated(e)
-        if negated is not None:
-            return "-" + self.parenthesize(negated, PRECEDENCE["Mul"], strict=True)
-        upper = [f for f in e.args if not (f.is_Pow and f.exp == -1)]
-        lower = [f.base for f in e.args if f.is_Pow and f.exp == -1]
-        text = "·".join(self.parenthesize(f, PRECEDENCE["Mul"], strict=True) for f in upper) or "1"
-        if len(lower) == 1:
-            text += "/" + self.parenthesize(lower[0], PRECEDENCE["Mul"])
-        elif lower:
-            text += "/(" + "·".join(self.parenthesize(f, PRECEDENCE["Mul"], strict=True) for f in lower) + ")"
-        return text
-
-    def _print_Pow(self, e, rational=False):  # noqa: N802 - SymPy dispatches on the class name
-        base, power = e.args
-        if power == sympy.S.Half:
-            return "√" + self.parenthesize(base, PRECEDENCE["Pow"])
-        if set(str(power)) <= set(_RAISABLE):
-            return self.parenthesize(base, PRECEDENCE["Pow"]) + str(power).translate(_SUPERSCRIPTS)
-        return super()._print_Pow(e, rational)
-
-
-class RuleLatexPrinter(LatexPrinter):
-    """LaTeX of the rules, keeping the order written; Greek names become commands."""
-
-    def __init__(self):
-        super().__init__({"order": "none", "mul_symbol": None})
-
-    def _print_Symbol(self, e, style="plain"):  # noqa: N802 - SymPy dispatches on the class name
-        return LATEX_NAMES.get(e.name) or super()._print_Symbol(e, style)
-
-
-_TEXT, _LATEX = RulePrinter(), RuleLatexPrinter()
-
-
-class RuleFormula:
-    """An optimizer's rules: ``x ← ...`` for updated quantities, ``x̂ = ...`` for named
-    intermediates. ``str()`` is plain text, ``.latex()`` LaTeX; a notebook renders it.
-    """
-
-    def __init__(self, lines: Sequence[tuple[str, str, sympy.Expr]]):
-        self.lines = list(lines)  # (name, "←" or "=", expression)
-
-    def __str__(self) -> str:
-        return "\n".join(f"{name} {arrow} {_TEXT.doprint(expr)}" for name, arrow, expr in self.lines)
-
-    def __repr__(self) -> str:
-        return str(self)
-
-    def latex(self) -> str:
-        arrows = {"←": r"\leftarrow", "=": "="}
-        rows = [
-            f"{_LATEX.doprint(QUANTITIES[name])} &{arrows[arrow]} {_LATEX.doprint(expr)}"
-            for name, arrow, expr in self.lines
-        ]
-        return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
-
-    def _repr_latex_(self) -> str:
-        return f"$\\displaystyle {self.latex()}$"
+    # L2 regularisation as PyTorch's SGD applies weight_decay: λ·w joins the gradient before
+    # any rule reads it, so it also enters the momentum (unlike AdamW's decoupled decay).
+    L2_RULE = ("g", g + lam * w)
+    # Clipping by the global norm, as torch.nn.utils.clip_grad_norm_, whose 10⁻⁶ keeps the
+    # quotient finite for zero gradients. Printed only: step_graph builds it from graph nodes,
+    # since the norm reads every gradient and a rule reads one element.
+    CLIP_EPSILON = sympy.Pow(10, -6)
+    CLIP_RULE = ("g", g * sympy.Min(1, clip / (grad_norm + CLIP_EPSILON)))
 
 
 # -- optimizers ----------------------------------------------------------------------------------
@@ -201,17 +146,40 @@ def _check_hyper(owner: str, name: str, value) -> float:
     return float(value)
 
 
+def _check_lr(owner: str, lr) -> float | Schedule:
+    """A number, or a schedule that reads ``t``; a schedule that does not is its number."""
+    if isinstance(lr, Schedule):
+        return lr if lr.uses_step else _check_hyper(owner, "lr", lr(1))
+    return _check_hyper(owner, "lr", lr)
+
+
+def _l2(weight_decay) -> dict:
+    """The ``weight_decay`` argument of an optimizer that adds it to the gradient: none at 0,
+    so that the printed rules show no decay that does nothing."""
+    return {} if isinstance(weight_decay, numbers.Real) and weight_decay == 0 else {"weight_decay": weight_decay}
+
+
 class Optimizer(abc.ABC):
     """The shared machinery; a subclass names its table in :data:`RULES`, its state, and
     writes :meth:`_reference`, the same step in NumPy.
+
+    ``lr`` is a number or a :class:`~symbackprop.schedules.Schedule`; ``clip_norm``, when
+    given, scales all gradients by ``min(1, c/(‖g‖ + 10⁻⁶))`` first, ``‖g‖`` being the
+    L2 norm of all of them together (see :func:`clip_by_global_norm`).
     """
 
     table: str
     state_names: tuple[str, ...] = ()
+    # Whether ``weight_decay`` is L2 added to the gradient (PyTorch's SGD) rather than decoupled.
+    decay_in_gradient = False
 
-    def __init__(self, **hyper):
+    def __init__(self, lr, *, clip_norm: float | None = None, **hyper):
         owner = type(self).__name__
-        self.hyper = {name: _check_hyper(owner, name, value) for name, value in hyper.items()}
+        self.hyper = {"lr": _check_lr(owner, lr)}
+        self.hyper |= {name: _check_hyper(owner, name, value) for name, value in hyper.items()}
+        if clip_norm is not None:
+            self.hyper["clip_norm"] = _check_hyper(owner, "clip_norm", clip_norm)
+        self.clip_norm = None
         for name, value in self.hyper.items():
             setattr(self, name, value)
 
@@ -220,14 +188,29 @@ class Optimizer(abc.ABC):
         return f"{type(self).__name__}({args})"
 
     @property
+    def schedule(self) -> Schedule | None:
+        """The learning-rate schedule, or None when ``lr`` is a number."""
+        return self.lr if isinstance(self.lr, Schedule) else None
+
+    def learning_rate(self, t: int | None = None) -> float:
+        """The learning rate of step ``t`` (from 1); ``t`` is needed only with a schedule.
+
+        >>> import symbackprop as sb
+        >>> sb.optim.SGD(lr=sb.schedules.exponential(0.1, gamma=0.5)).learning_rate(3)
+        0.025
+        """
+        return self.lr(t) if self.schedule is not None else self.lr
+
+    @property
     def rules(self) -> tuple[tuple[str, sympy.Expr], ...]:
         """The rules as printed: ``(name, expression)`` in order, hyper-parameters as symbols."""
-        return RULES[self.table]
+        l2 = (L2_RULE,) if self.decay_in_gradient and "weight_decay" in self.hyper else ()
+        return l2 + RULES[self.table]
 
     @property
     def uses_step(self) -> bool:
-        """Whether a rule reads the step number ``t`` (Adam's bias correction)."""
-        return any(expr.has(t) for _, expr in self.rules)
+        """Whether the update reads the step number ``t`` (Adam's bias correction, a schedule)."""
+        return self.schedule is not None or any(expr.has(t) for _, expr in self.rules)
 
     @property
     def symbols(self) -> tuple[sympy.Symbol, ...]:
@@ -235,21 +218,33 @@ class Optimizer(abc.ABC):
         return (w, g, *(QUANTITIES[n] for n in self.state_names)) + ((t,) if self.uses_step else ())
 
     def formula(self) -> RuleFormula:
-        """The rules as written on paper (``←`` updates, ``=`` names an intermediate)."""
-        updated = {"w", *self.state_names}
-        return RuleFormula([(name, "←" if name in updated else "=", expr) for name, expr in self.rules])
+        """The rules as written on paper (``←`` updates, ``=`` names an intermediate), after
+        the schedule ``η(t)`` and the clipping of ``g`` where the optimizer has them."""
+        lines = []
+        if self.schedule is not None:
+            lines.append(("η(t)", "=", self.schedule.expr))
+        if self.clip_norm is not None:
+            lines.append(("g", "←", CLIP_RULE[1]))
+        updated = {"w", "g", *self.state_names}
+        lines += [(name, "←" if name in updated else "=", expr) for name, expr in self.rules]
+        return RuleFormula(lines, LATEX_NAMES)
 
     def update_rules(self) -> dict[str, ScalarFunction]:
         """The new value of each state and of ``"w"``, as functions of the OLD values.
 
         Every function has the arguments :attr:`symbols`, ``(w, g, *state, t)``, and the
-        hyper-parameters as numbers. Where the printed rules read a new state (``w ← w −
-        η·v`` after ``v ← μ·v + g``), its expression is substituted in, so all updates of
-        an element can be computed from the old values in one elementwise pass, in any
-        order. States come first, ``"w"`` last.
+        hyper-parameters as numbers (a schedule as its
+        :attr:`~symbackprop.schedules.Schedule.body`). Where the printed rules read a new
+        state (``w ← w − η·v`` after ``v ← μ·v + g``), its expression is substituted in, so
+        all updates of an element can be computed from the old values in one elementwise
+        pass, in any order. States come first, ``"w"`` last. ``g`` is the gradient after
+        clipping, which :meth:`step_graph` applies.
         """
         # Numbers as elementwise maps take them: exact where the decimal form is short.
-        values = {HYPER_SYMBOLS[name]: _number(value) for name, value in self.hyper.items()}
+        values = {
+            HYPER_SYMBOLS[name]: value.body if isinstance(value, Schedule) else _number(value)
+            for name, value in self.hyper.items()
+        }
         new: dict[sympy.Symbol, sympy.Expr] = {}
         for name, expr in self.rules:
             new[QUANTITIES[name]] = expr.xreplace(new)  # one simultaneous pass: reads old values only
@@ -259,6 +254,19 @@ class Optimizer(abc.ABC):
         with distribute(False):
             bodies = {name: new[QUANTITIES[name]].xreplace(values).doit() for name in (*self.state_names, "w")}
         return {name: ScalarFunction(f"{prefix}_{name}", self.symbols, body) for name, body in bodies.items()}
+
+    @property
+    def key(self) -> str:
+        """Everything a compiled update depends on, as text: the update rules with their
+        numbers, and the clipping, which happens before them. Compiled steps are cached
+        under it.
+
+        >>> import symbackprop as sb
+        >>> sb.optim.SGD(lr=0.5, clip_norm=2.0).key
+        'SGD;w=(w, g)->-g/2 + w;clip_norm=2.0'
+        """
+        rules = ";".join(f"{name}={fn.symbols}->{fn.text}" for name, fn in self.update_rules().items())
+        return f"{type(self).__name__};{rules};clip_norm={self.clip_norm}"
 
     def init_state(self, param_value: np.ndarray) -> dict[str, np.ndarray]:
         """Zeros of the parameter's shape and dtype for every state (PyTorch starts there too)."""
@@ -273,12 +281,13 @@ class Optimizer(abc.ABC):
         """Graph nodes for one update of ``params`` by their gradients ``grads``.
 
         Each state of a param ``W`` is fed by a new input ``W.<name>`` (for example
-        ``W1.m``) of the param's shape and dtype. If a rule reads the step number, it is
-        ``step``, or a new float64 scalar input named ``step`` (not ``t``: models often
-        call their targets ``t``); it holds the number of the step being taken, from 1,
-        and is cast to each param's dtype. Each new value is one ``map`` node whose
-        function is the matching :meth:`update_rules` entry and whose operands are
-        ``(param, grad, *states, step)``, in that order.
+        ``W1.m``) of the param's shape and dtype. If a rule or the schedule reads the step
+        number, it is ``step``, or a new float64 scalar input named ``step`` (not ``t``:
+        models often call their targets ``t``); it holds the number of the step being
+        taken, from 1, and is cast to each param's dtype. With ``clip_norm``, the gradients
+        are first scaled by :func:`clip_by_global_norm`. Each new value is one ``map``
+        node whose function is the matching :meth:`update_rules` entry and whose operands
+        are ``(param, grad, *states, step)``, in that order.
 
         >>> import numpy as np, symbackprop as sb
         >>> W = sb.param("W", (2,), init=np.array([1.0, 2.0]), dtype="float64")
@@ -291,6 +300,8 @@ class Optimizer(abc.ABC):
         array([0.9, 1.9])
         """
         params, grads = _check_params(params, grads)
+        if self.clip_norm is not None:
+            grads = clip_by_global_norm(grads, self.clip_norm)
         state_inputs, step = self.step_inputs(params, step)
         rules = self.update_rules()
         new_values, new_states = {}, {}
@@ -341,8 +352,8 @@ class Optimizer(abc.ABC):
             raise GraphError(f"{owner}.reference_step: t must be the step number (an int >= 1), got {t!r}")
         if len(params) != len(grad_values):
             raise GraphError(f"{owner}.reference_step: {len(params)} params but {len(grad_values)} gradients")
+        grad_values = [np.asarray(grad, dtype=p.dtype) for p, grad in zip(params, grad_values)]
         for p, grad in zip(params, grad_values):
-            grad = np.asarray(grad, dtype=p.dtype)
             if grad.shape != p.shape:
                 raise GraphError(
                     f"{owner}.reference_step: the gradient of {p.label} has shape {grad.shape}, expected {p.shape}"
@@ -352,6 +363,11 @@ class Optimizer(abc.ABC):
                 raise GraphError(
                     f"{owner}.reference_step: no state {missing} for {p.label}; start from init_states(params)"
                 )
+        if self.clip_norm is not None:
+            grad_values = _clipped(grad_values, self.clip_norm)
+        for p, grad in zip(params, grad_values):
+            if self.decay_in_gradient and "weight_decay" in self.hyper:
+                grad = grad + self.weight_decay * p.value
             old = {name: states[p, name] for name in self.state_names}
             new_value, new_state = self._reference(p.value, grad, old, t)
             p.value = new_value
@@ -360,6 +376,42 @@ class Optimizer(abc.ABC):
     @abc.abstractmethod
     def _reference(self, w, g, state: Mapping[str, np.ndarray], t):
         """``(new w, new state)`` from arrays, in NumPy; each optimizer writes its own."""
+
+
+def clip_by_global_norm(grads: Sequence[Tensor], clip_norm: float) -> list[Tensor]:
+    """The gradients scaled by ``min(1, c/(‖g‖ + 10⁻⁶))``, where ``‖g‖`` is the L2 norm of
+    all of them together, as ``torch.nn.utils.clip_grad_norm_`` scales them.
+
+    Graph nodes: one sum of squares per gradient, their total and the factor as float64
+    scalars, and one broadcast product per gradient. The factor is 1 (up to the 10⁻⁶) when
+    the norm is at most ``c``.
+
+    >>> import numpy as np, symbackprop as sb
+    >>> a, b = sb.input("a", (2,), "float64"), sb.input("b", (), "float64")
+    >>> clipped = clip_by_global_norm([a, b], 1.0)
+    >>> [np.round(sb.evaluate(x, {a: [3.0, 0.0], b: 4.0}), 6) for x in clipped]
+    [array([0.6, 0. ]), np.float64(0.8)]
+    """
+    grads = list(grads)
+    bound = _check_hyper("clip_by_global_norm", "clip_norm", clip_norm)
+    if not grads or not all(isinstance(grad, Tensor) and grad.dtype != "int64" for grad in grads):
+        raise GraphError(f"clip_by_global_norm: grads must be a non-empty list of float Tensors, got {grads!r}")
+    squares = [cast(F.sum(grad * grad), "float64") for grad in grads]
+    total = squares[0]
+    for square in squares[1:]:
+        total = total + square
+    (s,) = real_symbols("s")
+    with sympy.evaluate(False):
+        factor = sympy.Min(1, _number(bound) / (sympy.sqrt(s) + sympy.Float(1e-6)))
+    scale = apply(ScalarFunction("clip_scale", (s,), factor.doit()), total)
+    return [grad * cast(scale, grad.dtype) for grad in grads]
+
+
+def _clipped(grads: list[np.ndarray], clip_norm: float) -> list[np.ndarray]:
+    """:func:`clip_by_global_norm` in NumPy: the norm in float64, each gradient in its dtype."""
+    norm = math.sqrt(math.fsum(float(np.sum(np.square(grad, dtype=np.float64))) for grad in grads))
+    scale = min(1.0, clip_norm / (norm + 1e-6))
+    return [grad * grad.dtype.type(scale) for grad in grads]
 
 
 def _check_params(params, grads) -> tuple[list[Tensor], list[Tensor]]:
@@ -390,24 +442,33 @@ def _check_step(step) -> Tensor:
 class SGD(Optimizer):
     """Plain gradient descent, ``w ← w − η·g``.
 
+    ``weight_decay`` (λ) is L2 regularisation as ``torch.optim.SGD`` applies it: ``λ·w``
+    is added to the gradient, the same as adding ``l2_penalty(params, λ/2)`` to the loss.
+    (AdamW's decay is the decoupled kind.)
+
     >>> import symbackprop as sb
     >>> print(sb.optim.SGD(lr=0.1).formula())
+    w ← w − η·g
+    >>> print(sb.optim.SGD(lr=0.1, weight_decay=1e-4).formula())
+    g ← g + λ·w
     w ← w − η·g
     """
 
     table = "sgd"
+    decay_in_gradient = True
 
-    def __init__(self, lr: float):
-        super().__init__(lr=lr)
+    def __init__(self, lr: float | Schedule, weight_decay: float = 0.0, clip_norm: float | None = None):
+        super().__init__(lr, **_l2(weight_decay), clip_norm=clip_norm)
 
     def _reference(self, w, g, state, t):
-        return w - self.lr * g, {}
+        return w - self.learning_rate(t) * g, {}
 
 
 class Momentum(Optimizer):
     """Gradient descent with momentum, in PyTorch's form (``torch.optim.SGD`` with
     ``momentum``, no dampening): the velocity sums gradients, ``v ← μ·v + g``, and the
     step is ``η·v``. With ``nesterov=True`` the step looks ahead, ``η·(g + μ·v)``.
+    ``weight_decay`` is L2 added to the gradient, as for :class:`SGD`.
 
     >>> import symbackprop as sb
     >>> print(sb.optim.Momentum(lr=0.1, nesterov=True).formula())
@@ -416,11 +477,19 @@ class Momentum(Optimizer):
     """
 
     state_names = ("v",)
+    decay_in_gradient = True
 
-    def __init__(self, lr: float, momentum: float = 0.9, nesterov: bool = False):
+    def __init__(
+        self,
+        lr: float | Schedule,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        clip_norm: float | None = None,
+    ):
         if not isinstance(nesterov, bool):
             raise GraphError(f"Momentum: nesterov must be True or False, got {nesterov!r}")
-        super().__init__(lr=lr, momentum=momentum)
+        super().__init__(lr, momentum=momentum, **_l2(weight_decay), clip_norm=clip_norm)
         self.nesterov = nesterov
         self.table = "nesterov" if nesterov else "momentum"
 
@@ -430,7 +499,7 @@ class Momentum(Optimizer):
     def _reference(self, w, g, state, t):
         velocity = self.momentum * state["v"] + g
         step = g + self.momentum * velocity if self.nesterov else velocity
-        return w - self.lr * step, {"v": velocity}
+        return w - self.learning_rate(t) * step, {"v": velocity}
 
 
 class Adam(Optimizer):
@@ -449,15 +518,22 @@ class Adam(Optimizer):
     table = "adam"
     state_names = ("m", "v")
 
-    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
-        super().__init__(lr=lr, beta1=beta1, beta2=beta2, eps=eps)
+    def __init__(
+        self,
+        lr: float | Schedule = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        clip_norm: float | None = None,
+    ):
+        super().__init__(lr, beta1=beta1, beta2=beta2, eps=eps, clip_norm=clip_norm)
 
     def _adam(self, w, g, state, t):
         first = self.beta1 * state["m"] + (1 - self.beta1) * g
         second = self.beta2 * state["v"] + (1 - self.beta2) * g * g
         # PyTorch's order of operations: √v / √(1 − β₂ᵗ) + ε, and η/(1 − β₁ᵗ) as one factor.
         denominator = np.sqrt(second) / math.sqrt(1 - self.beta2**t) + self.eps
-        return w - (self.lr / (1 - self.beta1**t)) * first / denominator, {"m": first, "v": second}
+        return w - (self.learning_rate(t) / (1 - self.beta1**t)) * first / denominator, {"m": first, "v": second}
 
     _reference = _adam
 
@@ -475,12 +551,18 @@ class AdamW(Adam):
     table = "adamw"
 
     def __init__(
-        self, lr: float = 1e-3, weight_decay: float = 1e-2, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+        self,
+        lr: float | Schedule = 1e-3,
+        weight_decay: float = 1e-2,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        clip_norm: float | None = None,
     ):
-        Optimizer.__init__(self, lr=lr, weight_decay=weight_decay, beta1=beta1, beta2=beta2, eps=eps)
+        Optimizer.__init__(self, lr, weight_decay=weight_decay, beta1=beta1, beta2=beta2, eps=eps, clip_norm=clip_norm)
 
     def _reference(self, w, g, state, t):
-        return self._adam(w * (1 - self.lr * self.weight_decay), g, state, t)
+        return self._adam(w * (1 - self.learning_rate(t) * self.weight_decay), g, state, t)
 
 
 class RMSProp(Optimizer):
@@ -496,9 +578,9 @@ class RMSProp(Optimizer):
     table = "rmsprop"
     state_names = ("v",)
 
-    def __init__(self, lr: float, rho: float = 0.9, eps: float = 1e-8):
-        super().__init__(lr=lr, rho=rho, eps=eps)
+    def __init__(self, lr: float | Schedule, rho: float = 0.9, eps: float = 1e-8, clip_norm: float | None = None):
+        super().__init__(lr, rho=rho, eps=eps, clip_norm=clip_norm)
 
     def _reference(self, w, g, state, t):
         second = self.rho * state["v"] + (1 - self.rho) * g * g
-        return w - self.lr * g / (np.sqrt(second) + self.eps), {"v": second}
+        return w - self.learning_rate(t) * g / (np.sqrt(second) + self.eps), {"v": second}
