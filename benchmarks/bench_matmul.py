@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import os
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+from common import THREAD_VARIABLES
+
+for _var in THREAD_VARIABLES:
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import os
 import statistics
 import time
 
 import llvmlite.ir as ir
 import numpy as np
+from common import OtherLoad
 
 import symbackprop as sb
 from codegen import parallel
@@ -47,34 +47,6 @@ SWEEP = [
     (f"{m}x{n}x{k}", m, n, k, False, False)
     for m, n, k in [(64, 64, 64), (96, 96, 96), (128, 64, 64), (128, 128, 64), (128, 128, 128), (128, 128, 256)]
 ]
-
-
-class OtherLoad:
-    """CPU time that other processes used while the block ran, in cores (Linux ``/proc/stat``).
-
-    The two-thread figures mean something only on otherwise idle cores: rows with a load
-    above a few hundredths were disturbed.
-    """
-
-    def __enter__(self) -> OtherLoad:
-        self.start = self._busy(), sum(os.times()[:2]), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        busy, ours, wall = self._busy(), sum(os.times()[:2]), time.perf_counter()
-        other = (busy - self.start[0]) - (ours - self.start[1])
-        self.cores = max(other, 0.0) / (wall - self.start[2]) if busy == busy else float("nan")
-
-    @staticmethod
-    def _busy() -> float:
-        """Seconds of CPU time used by everything since boot (user, nice, system, irq, softirq)."""
-        try:
-            with open("/proc/stat") as stat:
-                fields = stat.readline().split()[1:]
-        except OSError:
-            return float("nan")
-        ticks = sum(int(fields[i]) for i in (0, 1, 2, 5, 6))
-        return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def compile_variants(dtype: str = "float32"):
