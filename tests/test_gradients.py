@@ -93,6 +93,12 @@ def cast_case(g):
     return sb.cast(x32, "float64") * sb.cast(labels, "float64"), [x32]
 
 
+def random_uniform_case(g):
+    # The draw is a constant of x; its counter is an input like any other, not differentiated.
+    x, counter = g.input("x", (None, 3)), g.input("counter", ())
+    return x * sb.random_uniform((None, 3), seed=5, counter=counter, dtype="float64"), [x]
+
+
 def stop_gradient_case(g):
     # The stopped shift cancels out of the value, so its missing gradient is exact.
     x = g.input("x", (3, 4))
@@ -157,6 +163,7 @@ GRADIENT_CASES = {
     "one_hot": one_hot_case,
     "cast": cast_case,
     "stop_gradient": stop_gradient_case,
+    "random_uniform": random_uniform_case,
     # arithmetic
     "add": binary(lambda x, y: x + y),
     "subtract": binary(lambda x, y: x - y),
