@@ -28,7 +28,8 @@ LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "softmax_cross_entropy": losses.softmax_cross_entropy,
     "binary_cross_entropy": losses.binary_cross_entropy,
     "mse": losses.mse,
-    **{name: getattr(losses, name) for name in ("mae", "huber") if hasattr(losses, name)},
+    "mae": losses.mae,
+    "huber": losses.huber,
 }
 
 # Metrics by name: functions of (labels, model outputs) computed on validation data each epoch.
