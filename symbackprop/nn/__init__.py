@@ -12,17 +12,31 @@ works on a hand-built graph (``sb.grad``, ``sb.formula``, ``sb.evaluate``, ``sb.
 
 from .activation import ACTIVATIONS, Activation, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Softplus, Tanh
 from .container import Sequential
+from .conv import Conv2D, conv2d
 from .dense import Dense
 from .dropout import Dropout
+from .embedding import Embedding
 from .module import Module, build
+from .normalization import LayerNorm
+from .pool import AvgPool2D, Flatten, MaxPool2D
+from .recurrent import GRU, LSTM, RNN
 
 __all__ = [
     "ACTIVATIONS",
+    "GRU",
+    "LSTM",
+    "RNN",
     "Activation",
+    "AvgPool2D",
+    "Conv2D",
     "Dense",
     "Dropout",
+    "Embedding",
+    "Flatten",
+    "LayerNorm",
     "LeakyReLU",
     "LogSoftmax",
+    "MaxPool2D",
     "Module",
     "ReLU",
     "Sequential",
@@ -31,4 +45,5 @@ __all__ = [
     "Softplus",
     "Tanh",
     "build",
+    "conv2d",
 ]

@@ -21,8 +21,10 @@ from ..shapes import format_shape
 JSON_SCALARS = (str, int, float, bool, type(None))
 BOOKKEEPING = frozenset({"_init_args", "_numbered_params", "_number"})  # attributes that are not members
 
-# Every Module subclass by class name, so a description can be built again (see build()).
-registry: dict[str, list[type]] = {}
+# Every Module subclass by class name, then by where it is defined, so a description can be
+# built again (see build()). Defining a class again in the same place (re-running a notebook
+# cell) replaces it; two classes of one name from different places make the name ambiguous.
+registry: dict[str, dict[str, type]] = {}
 
 
 def is_param(value) -> bool:
@@ -92,7 +94,7 @@ class Module:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        registry.setdefault(cls.__name__, []).append(cls)
+        registry.setdefault(cls.__name__, {})[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
     # -- construction ------------------------------------------------------------------------
     def __new__(cls, *args, **kwargs):
@@ -312,7 +314,7 @@ def build(description: dict, classes: dict[str, type] | None = None) -> Module:
     if not isinstance(description, dict) or not {"type", "args", "children"} <= set(description):
         raise GraphError(f"build: expected a description with 'type', 'args' and 'children', got {description!r}")
     name = description["type"]
-    candidates = [classes[name]] if classes and name in classes else registry.get(name, [])
+    candidates = [classes[name]] if classes and name in classes else list(registry.get(name, {}).values())
     if len(candidates) != 1:
         reason = "is not a known Module class" if not candidates else "names several Module classes"
         raise GraphError(f"build: {name!r} {reason}; pass classes={{{name!r}: TheClass}}")
