@@ -127,7 +127,7 @@ def test_a_compiled_training_step_of_a_cnn_lowers_the_loss():
 
 def test_bad_inputs_raise_clear_errors():
     conv = nn.Conv2D(3, 8, 3)
-    with pytest.raises(sb.GraphError, match=r"input x \(n, 8, 8, 1\) has 1 features, expected 3"):
+    with pytest.raises(sb.GraphError, match=r"input x \(n, 8, 8, 1\) has 1 channel, expected 3"):
         conv(sb.input("x", (None, 8, 8, 1)))
     with pytest.raises(sb.GraphError, match=r"expected rank 4 \(batch, height, width, channels\)"):
         conv(sb.input("x", (None, 64)))

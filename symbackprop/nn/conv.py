@@ -88,7 +88,7 @@ class Conv2D(Module):
     >>> conv(sb.input("images", (None, 8, 8, 3)))
     Traceback (most recent call last):
       ...
-    symbackprop.errors.GraphError: Conv2D(1 -> 16, kernel_size=(3, 3), padding='same'): input images (n, 8, 8, 3) has 3 features, expected 1
+    symbackprop.errors.GraphError: Conv2D(1 -> 16, kernel_size=(3, 3), padding='same'): input images (n, 8, 8, 3) has 3 channels, expected 1
     """
 
     def __init__(
@@ -124,7 +124,7 @@ class Conv2D(Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        self.check_input(x, 4, "(batch, height, width, channels)", self.in_channels, self.K.dtype)
+        self.check_input(x, 4, "(batch, height, width, channels)", self.in_channels, self.K.dtype, "channels")
         padding = resolve_padding(self.padding, x.shape[1:3], self.kernel_size, self.stride, "Conv2D")
         padded = [size + sum(pad) for size, pad in zip(x.shape[1:3], padding)]
         if any(output_size(n, k, s) < 1 for n, k, s in zip(padded, self.kernel_size, self.stride)):

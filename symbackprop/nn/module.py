@@ -75,8 +75,8 @@ class Module:
     >>> import symbackprop as sb
     >>> class Affine(sb.nn.Module):
     ...     def __init__(self, features):
-    ...         self.scale = self.add_param("scale", (features,), init="ones")
-    ...         self.shift = self.add_param("shift", (features,))
+    ...         self.add_param("scale", (features,), init="ones")
+    ...         self.add_param("shift", (features,))
     ...
     ...     def forward(self, x):
     ...         return x * self.scale + self.shift
@@ -109,13 +109,15 @@ class Module:
             self._number_layers()
 
     def add_param(self, attr: str, shape, init="zeros", seed: int | None = None, dtype: str = "float32", **init_args):
-        """Make a parameter named after ``attr`` and this layer's name or number; returns it.
+        """Make a parameter, store it as the attribute ``attr`` and return it.
 
-        Its formula name is ``attr`` alone for a standalone layer, ``attr`` followed by the
-        layer's number once the layer sits inside another module (``W1``, ``W2``), or
-        ``attr_name`` when the layer was given ``name=``.
+        Its name in the graph (and in formulas) is ``attr`` for a standalone layer, ``attr``
+        followed by the layer's number once the layer sits inside another module (``W1``,
+        ``W2``; the parameter is then replaced by one of that name with the same value), or
+        ``attr_name`` when the layer has a ``name``.
         """
         tensor = param(self._param_name(attr), shape, init=init, seed=seed, dtype=dtype, **init_args)
+        object.__setattr__(self, attr, tensor)
         object.__setattr__(self, "_numbered_params", (*getattr(self, "_numbered_params", ()), attr))
         return tensor
 
@@ -132,6 +134,8 @@ class Module:
         object.__setattr__(self, "_number", number)
         for attr in getattr(self, "_numbered_params", ()):
             old = getattr(self, attr)
+            if not is_param(old):  # replaced by the subclass since
+                continue
             object.__setattr__(self, attr, param(self._param_name(attr), old.shape, init=old.value, dtype=old.dtype))
 
     def _number_layers(self) -> None:
@@ -277,17 +281,19 @@ class Module:
         return "\n".join(lines) + "\n)"
 
     # -- input checks shared by layers ----------------------------------------------------------------------
-    def check_input(self, x: Tensor, rank: int, what: str, features: int | None = None, dtype=None) -> None:
-        """Raise a clear error unless ``x`` has ``rank`` axes (described by ``what``) and, if given,
-        ``features`` on its last axis and a float (or the given) dtype."""
+    def check_input(
+        self, x: Tensor, rank: int, what: str, size: int | None = None, dtype=None, noun: str = "features"
+    ) -> None:
+        """Raise a clear error unless ``x`` has ``rank`` axes (described by ``what``), ``size``
+        entries (``noun``) on its last axis if given, and a float (or the given) dtype."""
         if x.ndim != rank:
             raise GraphError(
                 f"{self.summary()}: input {x.label} has shape {format_shape(x.shape)}, expected rank {rank} {what}"
             )
-        if features is not None and x.shape[-1] != features:
+        if size is not None and x.shape[-1] != size:
+            found = noun.removesuffix("s") if x.shape[-1] == 1 else noun
             raise GraphError(
-                f"{self.summary()}: input {x.label} {format_shape(x.shape)} has {x.shape[-1]} features, "
-                f"expected {features}"
+                f"{self.summary()}: input {x.label} {format_shape(x.shape)} has {x.shape[-1]} {found}, expected {size}"
             )
         expected = dtype or ("float32", "float64")
         expected = (expected,) if isinstance(expected, str) else expected
