@@ -22,7 +22,9 @@ The contenders, one row each:
   ``trainer.step.epoch(X, y, batch_size=32, shuffle=True, seed=...)``, one native call per
   epoch. Its difference from ``ours fit`` is what the fit loop's own Python costs.
 - ``torch``: eager PyTorch, ``nn.Linear`` layers, ``torch.optim.SGD(momentum=0.9)``, the usual
-  ``zero_grad``/``backward``/``step`` per minibatch over the epoch's rows gathered by index.
+  ``zero_grad``/``backward``/``step`` per minibatch over the epoch's rows gathered by index;
+  ``torch 1 thread`` the same with ``torch.set_num_threads(1)`` (on a busy machine two
+  threads that wait for each other on such small operations can cost far more than they give).
 - ``jax jit``: one jitted step per minibatch (parameters and momenta donated), slicing the
   epoch's rows, which one jitted call gathers on the device at the start of each epoch.
 - ``jax scan``: the whole epoch in one jitted call: the gather on the device,
@@ -94,7 +96,16 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from bench_training import DIGITS, TOLERANCE, NumpyMLP, TorchMLP, description, difference, jax_loss_function  # noqa: E402
+from bench_training import (  # noqa: E402
+    DIGITS,
+    TOLERANCE,
+    NumpyMLP,
+    TorchMLP,
+    description,
+    difference,
+    jax_loss_function,
+    torch_threads,
+)
 
 import symbackprop as sb  # noqa: E402
 
@@ -321,7 +332,14 @@ def torch_contenders(problem: Problem) -> dict[str, Contender]:
         pairs = ((linear.weight.detach().numpy().T, linear.bias.detach().numpy()) for linear in network.linears)
         return [a.copy() for pair in pairs for a in pair]
 
-    return {"torch": Contender(network.reset, train, weights)}
+    def one_thread(epochs):
+        with torch_threads(1):
+            train(epochs)
+
+    return {
+        "torch": Contender(network.reset, train, weights),
+        "torch 1 thread": Contender(network.reset, one_thread, weights),
+    }
 
 
 # -- JAX -------------------------------------------------------------------------------------------
@@ -491,15 +509,21 @@ def start_worker(peer: str, epochs: int, directory: Path, cache_dir: str) -> Wor
 # -- results ---------------------------------------------------------------------------------------
 @dataclass
 class Row:
+    """One contender's warm-up, check and samples (one whole training each)."""
+
     name: str
-    seconds: list[float] = field(default_factory=list)  # one whole training per sample
-    accuracy: list[float] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    load: list[float] = field(default_factory=list)
     compile: float | None = None
     first_epoch: float = 0.0
     check: list | None = None  # weights after the first epoch
     difference: float | None = None  # from the reference's, relative
+    seconds: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    load: list[float] = field(default_factory=list)  # cores other processes used meanwhile
+
+    def add(self, sample: dict) -> None:
+        for key in ("seconds", "accuracy", "loss", "load"):
+            getattr(self, key).append(sample[key])
 
     @property
     def is_peer(self) -> bool:
@@ -590,44 +614,41 @@ def benchmark(
     """Train every contender ``repeats`` times, in turn, each framework in its own worker.
 
     symbackprop compiles into ``cache_dir``, by default a new empty directory (a cold
-    compile); a second process then builds the same step from that cache (warm)."""
+    compile); right after, a second process builds the same step from that cache (warm)."""
     steps = Problem.load().batches_per_epoch * epochs
-    cold = cache_dir is None
     with contextlib.ExitStack() as stack:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-digits-")))
+        report = Report(epochs, repeats, steps, {}, cold=cache_dir is None)
         cache_dir = cache_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="symbackprop-cache-"))
         workers = [start_worker(peer, epochs, directory, cache_dir) for peer in ["ours", *peers]]
         try:
-            report = Report(epochs, repeats, steps, collect(workers, repeats), cold=cold)
+            for w in workers:
+                print(f"setting up {w.name} ...", file=sys.stderr, flush=True)
+                for name, reply in w.request(command="setup").items():
+                    report.rows[name] = Row(name, reply["compile"], reply["first epoch"], reply["check"])
+            report.warm_compile = warm_compile(epochs, directory, cache_dir)
+            for index in range(repeats):
+                print(f"sample {index + 1} of {repeats} ...", file=sys.stderr, flush=True)
+                for w in workers:
+                    time.sleep(PAUSE_SECONDS)
+                    for name, sample in w.request(command="sample").items():
+                        report.rows[name].add(sample)
             if profiled:
                 report.profile = workers[0].request(command="profile")
         finally:
             for w in workers:
                 w.close()
-        again = start_worker("ours", epochs, directory, cache_dir)
-        try:
-            report.warm_compile = again.request(command="setup")["ours fit"]["compile"]
-        finally:
-            again.close()
     check(report)
     return report
 
 
-def collect(workers: list[Worker], repeats: int) -> dict[str, Row]:
-    """Set every worker up, then ask each for a sample in turn, ``repeats`` times."""
-    rows = {}
-    for w in workers:
-        print(f"setting up {w.name} ...", file=sys.stderr, flush=True)
-        for name, reply in w.request(command="setup").items():
-            rows[name] = Row(name, compile=reply["compile"], first_epoch=reply["first epoch"], check=reply["check"])
-    for index in range(repeats):
-        print(f"sample {index + 1} of {repeats} ...", file=sys.stderr, flush=True)
-        for w in workers:
-            time.sleep(PAUSE_SECONDS)
-            for name, sample in w.request(command="sample").items():
-                for key in ("seconds", "accuracy", "loss", "load"):
-                    getattr(rows[name], key).append(sample[key])
-    return rows
+def warm_compile(epochs: int, directory: Path, cache_dir: str) -> float:
+    """Seconds of ``trainer.build`` in a fresh process finding the step in ``cache_dir``."""
+    again = start_worker("ours", epochs, directory, cache_dir)
+    try:
+        return again.request(command="setup")["ours fit"]["compile"]
+    finally:
+        again.close()
 
 
 def check(report: Report) -> None:
