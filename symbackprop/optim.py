@@ -366,8 +366,6 @@ class Optimizer(abc.ABC):
         if self.clip_norm is not None:
             grad_values = _clipped(grad_values, self.clip_norm)
         for p, grad in zip(params, grad_values):
-            if self.decay_in_gradient and "weight_decay" in self.hyper:
-                grad = grad + self.weight_decay * p.value
             old = {name: states[p, name] for name in self.state_names}
             new_value, new_state = self._reference(p.value, grad, old, t)
             p.value = new_value
@@ -376,6 +374,10 @@ class Optimizer(abc.ABC):
     @abc.abstractmethod
     def _reference(self, w, g, state: Mapping[str, np.ndarray], t):
         """``(new w, new state)`` from arrays, in NumPy; each optimizer writes its own."""
+
+    def _with_l2(self, w, g):
+        """The gradient with ``λ·w`` added, for optimizers whose ``weight_decay`` is L2."""
+        return g + self.weight_decay * w if self.decay_in_gradient and "weight_decay" in self.hyper else g
 
 
 def clip_by_global_norm(grads: Sequence[Tensor], clip_norm: float) -> list[Tensor]:
@@ -461,7 +463,7 @@ class SGD(Optimizer):
         super().__init__(lr, **_l2(weight_decay), clip_norm=clip_norm)
 
     def _reference(self, w, g, state, t):
-        return w - self.learning_rate(t) * g, {}
+        return w - self.learning_rate(t) * self._with_l2(w, g), {}
 
 
 class Momentum(Optimizer):
@@ -497,6 +499,7 @@ class Momentum(Optimizer):
         return f"{super().__repr__()[:-1]}, nesterov={self.nesterov})"
 
     def _reference(self, w, g, state, t):
+        g = self._with_l2(w, g)
         velocity = self.momentum * state["v"] + g
         step = g + self.momentum * velocity if self.nesterov else velocity
         return w - self.learning_rate(t) * step, {"v": velocity}

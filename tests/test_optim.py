@@ -22,6 +22,19 @@ CASES = {
         {"lr": 0.05, "momentum": 0.8, "nesterov": True},
         {"v": "momentum_buffer"},
     ),
+    "sgd_weight_decay": (lambda: optim.SGD(lr=0.1, weight_decay=0.05), "SGD", {"lr": 0.1, "weight_decay": 0.05}, {}),
+    "momentum_weight_decay": (
+        lambda: optim.Momentum(lr=0.1, momentum=0.9, weight_decay=0.02),
+        "SGD",
+        {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.02},
+        {"v": "momentum_buffer"},
+    ),
+    "nesterov_weight_decay": (
+        lambda: optim.Momentum(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.1),
+        "SGD",
+        {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.1},
+        {"v": "momentum_buffer"},
+    ),
     "adam": (lambda: optim.Adam(lr=0.01), "Adam", {"lr": 0.01}, {"m": "exp_avg", "v": "exp_avg_sq"}),
     "adam_tuned": (
         lambda: optim.Adam(lr=0.05, beta1=0.8, beta2=0.99, eps=1e-3),
@@ -133,6 +146,8 @@ FORMULAS = {
         "m ← β₁·m + (1 − β₁)·g\nv ← β₂·v + (1 − β₂)·g²\nm̂ = m/(1 − β₁ᵗ)\nv̂ = v/(1 − β₂ᵗ)\nw ← w − η·(m̂/(√v̂ + ε) + λ·w)"
     ),
     "rmsprop": "v ← ρ·v + (1 − ρ)·g²\nw ← w − η·g/(√v + ε)",
+    "sgd_weight_decay": "g ← g + λ·w\nw ← w − η·g",
+    "nesterov_weight_decay": "g ← g + λ·w\nv ← μ·v + g\nw ← w − η·(g + μ·v)",
 }
 
 
@@ -268,3 +283,43 @@ def test_bad_reference_step_arguments_raise():
 def test_repr():
     assert repr(optim.Momentum(0.1)) == "Momentum(lr=0.1, momentum=0.9, nesterov=False)"
     assert repr(optim.Adam()) == "Adam(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08)"
+
+
+def test_weight_decay_is_l2_added_to_the_gradient():
+    opt = optim.Momentum(lr=0.1, momentum=0.5, weight_decay=0.2)
+    assert repr(opt) == "Momentum(lr=0.1, momentum=0.5, weight_decay=0.2, nesterov=False)"
+    assert opt.update_rules()["v"].body == optim.v / 2 + optim.g + optim.w / 5
+    # No decay, no rule: weight_decay=0 is the optimizer without it.
+    assert optim.SGD(lr=0.1, weight_decay=0).update_rules() == optim.SGD(lr=0.1).update_rules()
+    assert repr(optim.SGD(lr=0.1, weight_decay=0.0)) == "SGD(lr=0.1)"
+    with pytest.raises(sb.GraphError, match=r"SGD: weight_decay \(λ\) must be >= 0, got -0.1"):
+        optim.SGD(lr=0.1, weight_decay=-0.1)
+    with pytest.raises(sb.GraphError, match=r"Momentum: weight_decay \(λ\) must be a finite number >= 0, got 'x'"):
+        optim.Momentum(lr=0.1, weight_decay="x")
+
+
+def test_weight_decay_equals_an_l2_penalty_of_half_its_size():
+    decayed, loss, feeds = mlp()
+    penalised, penalised_loss, penalised_feeds = mlp()
+    penalised_loss = penalised_loss + sb.l2_penalty(penalised, 0.05 / 2)
+    opt, plain = optim.SGD(lr=0.1, weight_decay=0.05), optim.SGD(lr=0.1)
+    grads, penalised_grads = sb.grad(loss, decayed), sb.grad(penalised_loss, penalised)
+    for _ in range(3):
+        opt.reference_step(decayed, sb.evaluate(grads, feeds), {})
+        plain.reference_step(penalised, sb.evaluate(penalised_grads, penalised_feeds), {})
+    for p, q in zip(decayed, penalised):
+        np.testing.assert_allclose(p.value, q.value, rtol=1e-13)
+
+
+def test_key_names_everything_the_compiled_update_depends_on():
+    keys = {
+        optim.SGD(lr=0.1).key,
+        optim.SGD(lr=0.2).key,
+        optim.SGD(lr=0.1, weight_decay=0.01).key,
+        optim.SGD(lr=0.1, clip_norm=1.0).key,
+        optim.SGD(lr=0.1, clip_norm=2.0).key,
+        optim.SGD(lr=sb.schedules.exponential(0.1, 0.9)).key,
+        optim.Momentum(lr=0.1).key,
+    }
+    assert len(keys) == 7
+    assert optim.SGD(lr=0.1, clip_norm=1.0).key == optim.SGD(lr=0.1, clip_norm=1).key
