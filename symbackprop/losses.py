@@ -130,8 +130,8 @@ def huber(prediction: Tensor, target: Tensor, delta: float = 1.0) -> Tensor:
     >>> p, y = sb.input("p", (None,)), sb.input("y", (None,))
     >>> float(sb.evaluate(sb.huber(p, y), {p: np.array([0.5, 3.0]), y: np.array([0.0, 0.0])}))
     1.3125
-    >>> print(sb.huber(p, y, delta=2.0).inputs[0].inputs[0].attrs["fn"])
-    huber: (a, b) -> Piecewise(((a - b)**2/2, Abs(a - b) <= 2), (2*Abs(a - b) - 2, True))
+    >>> print(sb.formula(sb.grad(sb.huber(p, y, delta=2.0), p)))
+    ∂L/∂p = Piecewise((p − y, |p − y| <= 2), (2·sign(p − y), True))/n
     """
     _check_same_shape("huber", prediction, target)
     if not isinstance(delta, numbers.Real) or isinstance(delta, bool) or not math.isfinite(delta) or delta <= 0:

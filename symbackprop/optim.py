@@ -122,8 +122,8 @@ with sympy.evaluate(False):
     # Clipping by the global norm, as torch.nn.utils.clip_grad_norm_, whose 10⁻⁶ keeps the
     # quotient finite for zero gradients. Printed only: step_graph builds it from graph nodes,
     # since the norm reads every gradient and a rule reads one element.
-    CLIP_EPSILON = sympy.Pow(10, -6)
-    CLIP_RULE = ("g", g * sympy.Min(1, clip / (grad_norm + CLIP_EPSILON)))
+    CLIP_RULE = ("g", g * sympy.Min(1, clip / (grad_norm + sympy.Pow(10, -6))))
+CLIP_EPSILON = 1e-6  # the 10⁻⁶ of CLIP_RULE, as computed
 
 
 # -- optimizers ----------------------------------------------------------------------------------
@@ -170,6 +170,7 @@ class Optimizer(abc.ABC):
 
     table: str
     state_names: tuple[str, ...] = ()
+    clip_norm: float | None = None  # set from the hyper-parameters when given
     # Whether ``weight_decay`` is L2 added to the gradient (PyTorch's SGD) rather than decoupled.
     decay_in_gradient = False
 
@@ -179,7 +180,6 @@ class Optimizer(abc.ABC):
         self.hyper |= {name: _check_hyper(owner, name, value) for name, value in hyper.items()}
         if clip_norm is not None:
             self.hyper["clip_norm"] = _check_hyper(owner, "clip_norm", clip_norm)
-        self.clip_norm = None
         for name, value in self.hyper.items():
             setattr(self, name, value)
 
@@ -391,8 +391,8 @@ def clip_by_global_norm(grads: Sequence[Tensor], clip_norm: float) -> list[Tenso
     >>> import numpy as np, symbackprop as sb
     >>> a, b = sb.input("a", (2,), "float64"), sb.input("b", (), "float64")
     >>> clipped = clip_by_global_norm([a, b], 1.0)
-    >>> [np.round(sb.evaluate(x, {a: [3.0, 0.0], b: 4.0}), 6) for x in clipped]
-    [array([0.6, 0. ]), np.float64(0.8)]
+    >>> [sb.evaluate(x, {a: [3.0, 0.0], b: 4.0}).round(6).tolist() for x in clipped]
+    [[0.6, 0.0], 0.8]
     """
     grads = list(grads)
     bound = _check_hyper("clip_by_global_norm", "clip_norm", clip_norm)
@@ -402,17 +402,16 @@ def clip_by_global_norm(grads: Sequence[Tensor], clip_norm: float) -> list[Tenso
     total = squares[0]
     for square in squares[1:]:
         total = total + square
-    (s,) = real_symbols("s")
-    with sympy.evaluate(False):
-        factor = sympy.Min(1, _number(bound) / (sympy.sqrt(s) + sympy.Float(1e-6)))
-    scale = apply(ScalarFunction("clip_scale", (s,), factor.doit()), total)
+    (s,) = real_symbols("s")  # the sum of all squares
+    factor = sympy.Min(1, _number(bound) / (sympy.sqrt(s) + sympy.Float(CLIP_EPSILON)))
+    scale = apply(ScalarFunction("clip_scale", (s,), factor), total)
     return [grad * cast(scale, grad.dtype) for grad in grads]
 
 
 def _clipped(grads: list[np.ndarray], clip_norm: float) -> list[np.ndarray]:
     """:func:`clip_by_global_norm` in NumPy: the norm in float64, each gradient in its dtype."""
     norm = math.sqrt(math.fsum(float(np.sum(np.square(grad, dtype=np.float64))) for grad in grads))
-    scale = min(1.0, clip_norm / (norm + 1e-6))
+    scale = min(1.0, clip_norm / (norm + CLIP_EPSILON))
     return [grad * grad.dtype.type(scale) for grad in grads]
 
 

@@ -48,10 +48,10 @@ def _is_divisor(factor: sympy.Expr) -> bool:
 
 def _is_decimal(number: sympy.Expr) -> bool:
     """Whether a factor is a fraction that prints as a decimal."""
-    return number.is_Rational and not number.is_Integer and decimal_text(number) is not None
+    return number.is_Rational and not number.is_Integer and _decimal_text(number) is not None
 
 
-def decimal_text(number: sympy.Rational) -> str | None:
+def _decimal_text(number: sympy.Rational) -> str | None:
     """A rational as its shortest decimal if that is exact (``1/20`` as ``0.05``), else None."""
     if number.q == 1:
         return str(number.p)
@@ -103,7 +103,7 @@ class RulePrinter(StrPrinter):
         return base_text + "^" + self.parenthesize(power, PRECEDENCE["Pow"])
 
     def _print_Rational(self, e):  # noqa: N802 - SymPy dispatches on the class name
-        return decimal_text(e) or super()._print_Rational(e)
+        return _decimal_text(e) or super()._print_Rational(e)
 
     def _print_Float(self, e):  # noqa: N802 - SymPy dispatches on the class name
         return repr(float(e))
@@ -136,7 +136,7 @@ class RuleLatexPrinter(LatexPrinter):
         return self.names.get(e.name) or super()._print_Symbol(e, style)
 
     def _print_Rational(self, e):  # noqa: N802 - SymPy dispatches on the class name
-        return decimal_text(e) or super()._print_Rational(e)
+        return _decimal_text(e) or super()._print_Rational(e)
 
     def _print_Float(self, e):  # noqa: N802 - SymPy dispatches on the class name
         return repr(float(e))

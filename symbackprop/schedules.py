@@ -32,7 +32,7 @@ from .functions import _number
 from .rule_printing import RuleLatexPrinter, RulePrinter
 from .scalar import real_symbols
 
-__all__ = ["Schedule", "constant", "cosine", "exponential", "step_decay", "t", "warmup"]
+__all__ = ["Schedule", "ScheduleError", "constant", "cosine", "exponential", "step_decay", "t", "warmup"]
 
 (t,) = real_symbols("t")  # the same symbol as the optimizers' step number
 
