@@ -89,36 +89,37 @@ def test_pooling_gradients_match_central_differences(pool):
 
 
 def _cnn():
+    # Both pooling formulations (tiles, and overlapping windows) and a strided convolution.
     return nn.Sequential(
         nn.Conv2D(1, 4, 3, padding="same", activation="relu", seed=0),
         nn.MaxPool2D(2),
-        nn.Conv2D(4, 6, 2, seed=1),
+        nn.Conv2D(4, 6, 2, stride=(1, 2), padding=1, seed=1),
+        nn.AvgPool2D(2, stride=1),
         nn.Flatten(),
-        nn.Dense(6, 3, seed=2),
+        nn.LayerNorm(12),
+        nn.Dense(12, 3, seed=2),
     )
 
 
-def test_a_compiled_cnn_and_its_gradients_match_the_evaluator():
+def test_a_compiled_training_step_of_a_cnn_follows_the_evaluator_and_lowers_the_loss():
     model = _cnn()
     x, y = sb.input("images", (None, 4, 4, 1)), sb.input("labels", (None,), "int64")
     loss = sb.softmax_cross_entropy(model(x), y)
     params = list(model.parameters().values())
-    outputs = [model(x), loss, *sb.grad(loss, params)]
-    images, labels = RNG.normal(size=(5, 4, 4, 1)).astype(np.float32), np.array([0, 1, 2, 1, 0])
-    compiled = sb.compile(outputs, [x, y])(images, labels)
-    for got, expected in zip(compiled, sb.evaluate(outputs, {x: images, y: labels})):
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-
-
-def test_a_compiled_training_step_of_a_cnn_lowers_the_loss():
-    model = _cnn()
-    x, y = sb.input("images", (None, 4, 4, 1)), sb.input("labels", (None,), "int64")
-    loss = sb.softmax_cross_entropy(model(x), y)
-    step = sb.compile_step(loss, [x, y], list(model.parameters().values()), sb.optim.Adam(lr=0.01))
+    step = sb.compile_step(loss, [x, y], params, sb.optim.SGD(lr=0.2))
     labels = np.arange(96) % 3
     images = np.zeros((96, 4, 4, 1), np.float32)  # class k: a bright row k
     images[np.arange(96), labels, :, 0] = 1
     images += RNG.normal(scale=0.1, size=images.shape).astype(np.float32)
+
+    # One compiled step against the evaluator: the same loss, and every parameter moved by -lr·gradient.
+    feeds = {x: images[:8], y: labels[:8]}
+    expected_loss, *grads = sb.evaluate([loss, *sb.grad(loss, params)], feeds)
+    before = [p.value.copy() for p in params]
+    np.testing.assert_allclose(step(images[:8], labels[:8]), expected_loss, rtol=1e-5)
+    for param, start, gradient in zip(params, before, grads):
+        np.testing.assert_allclose(param.value, start - 0.2 * gradient, rtol=1e-4, atol=1e-6, err_msg=param.label)
+
     first = step.epoch(images, labels, batch_size=16, seed=0)
     for epoch in range(1, 15):
         last = step.epoch(images, labels, batch_size=16, seed=epoch)

@@ -82,6 +82,15 @@ def test_embedding_picks_rows_and_its_gradient_adds_them_up():
     assert nn.Embedding(5, 2, seed=0)(sb.input("w", (None,), "int64")).shape == (None, 2)
 
 
+def test_a_compiled_embedding_model_matches_the_evaluator():
+    model = nn.Sequential(nn.Embedding(9, 4, seed=0), nn.Flatten(), nn.Dense(12, 2, activation="tanh", seed=1))
+    words = sb.input("words", (None, 3), "int64")
+    outputs = [model(words), *sb.grad(model(words).sum(), list(model.parameters().values()))]
+    ids = RNG.integers(0, 9, size=(5, 3))
+    for got, expected in zip(sb.compile(outputs, [words])(ids), sb.evaluate(outputs, {words: ids})):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_flatten_keeps_the_batch_axis():
     x = sb.input("x", (None, 2, 3, 4))
     values = RNG.normal(size=(5, 2, 3, 4))

@@ -70,7 +70,12 @@ def describe_activation(fn) -> str | dict | None:
 
 
 def activation_label(fn) -> str:
-    """A short name of an activation for printing."""
+    """A short name of an activation for printing.
+
+    >>> import symbackprop as sb
+    >>> activation_label(sb.relu)
+    'relu'
+    """
     described = describe_activation(fn)
     return described if isinstance(described, str) else next(iter(described.values()))
 
@@ -112,31 +117,61 @@ class _Named(Module):
 
 
 class Tanh(_Named):
-    """Elementwise ``tanh``; ``sb.nn.Tanh()(x)`` is ``sb.tanh(x)``."""
+    """Elementwise ``tanh``; ``sb.nn.Tanh()(x)`` is ``sb.tanh(x)``.
+
+    >>> import symbackprop as sb
+    >>> x = sb.input("x", (None, 3))
+    >>> sb.nn.Tanh()(x) is sb.tanh(x)
+    True
+    """
 
     function = staticmethod(F.tanh)
 
 
 class ReLU(_Named):
-    """Elementwise ``max(x, 0)``."""
+    """Elementwise ``max(x, 0)``.
+
+    >>> import symbackprop as sb
+    >>> x = sb.input("x", (None, 3))
+    >>> sb.nn.ReLU()(x) is sb.relu(x)
+    True
+    """
 
     function = staticmethod(F.relu)
 
 
 class Sigmoid(_Named):
-    """Elementwise ``1/(1 + exp(-x))``."""
+    """Elementwise ``1/(1 + exp(-x))``.
+
+    >>> import symbackprop as sb
+    >>> x = sb.input("x", (None, 3))
+    >>> sb.nn.Sigmoid()(x) is sb.sigmoid(x)
+    True
+    """
 
     function = staticmethod(F.sigmoid)
 
 
 class Softplus(_Named):
-    """Elementwise ``log(1 + exp(x))``."""
+    """Elementwise ``log(1 + exp(x))``.
+
+    >>> import symbackprop as sb
+    >>> x = sb.input("x", (None, 3))
+    >>> sb.nn.Softplus()(x) is sb.softplus(x)
+    True
+    """
 
     function = staticmethod(F.softplus)
 
 
 class LeakyReLU(Module):
-    """Elementwise ``x`` for ``x > 0``, else ``alpha*x``."""
+    """Elementwise ``x`` for ``x > 0``, else ``alpha*x``.
+
+    >>> import symbackprop as sb
+    >>> x = sb.input("x", (3,))
+    >>> sb.evaluate(sb.nn.LeakyReLU(0.1)(x), {x: [-2.0, 0.0, 3.0]}).tolist()
+    [-0.2, 0.0, 3.0]
+    """
 
     def __init__(self, alpha: float = 0.01):
         self.alpha = float(alpha)
@@ -168,7 +203,13 @@ class Softmax(Module):
 
 
 class LogSoftmax(Softmax):
-    """``x - logsumexp(x)`` over ``axis`` (the last by default)."""
+    """``x - logsumexp(x)`` over ``axis`` (the last by default).
+
+    >>> import numpy as np, symbackprop as sb
+    >>> x = sb.input("x", (None, 2))
+    >>> np.exp(sb.evaluate(sb.nn.LogSoftmax()(x), {x: np.zeros((1, 2))})).tolist()
+    [[0.5, 0.5]]
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         return F.log_softmax(x, self.axis)

@@ -61,6 +61,11 @@ def banded_kernel(kernel: Tensor, width: int, out_w: int, stride: int) -> Tensor
 
     Entry ``[(di, c, ci), (j, co)]`` is ``kernel[di, c − j·stride, ci, co]`` where that
     column offset lies in the kernel, else 0 (a final zero appended to the kernel's entries).
+
+    >>> import numpy as np, symbackprop as sb
+    >>> kernel = sb.const(np.array([1.0, 2.0]).reshape(1, 2, 1, 1))
+    >>> sb.evaluate(banded_kernel(kernel, width=3, out_w=2, stride=1)).tolist()
+    [[1.0, 0.0], [2.0, 1.0], [0.0, 2.0]]
     """
     kh, kw, cin, cout = kernel.shape
     size = kh * kw * cin * cout

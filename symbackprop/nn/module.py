@@ -32,7 +32,11 @@ def is_param(value) -> bool:
 
 
 def json_value(value):
-    """``value`` as plain JSON data (tuples become lists), or ``None`` if it has no JSON form."""
+    """``value`` as plain JSON data (tuples become lists), or ``None`` if it has no JSON form.
+
+    >>> json_value((3, 3)), json_value(np.float32(0.5)), json_value(np.zeros(2))
+    ([3, 3], 0.5, None)
+    """
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
@@ -48,7 +52,11 @@ def json_value(value):
 
 
 def positive_ints(module, **sizes) -> tuple[int, ...]:
-    """The sizes as ints, or a clear error naming the one that is not a positive int."""
+    """The sizes as ints, or a clear error naming the one that is not a positive int.
+
+    >>> positive_ints(Module(), rows=3, columns=np.int64(2))
+    (3, 2)
+    """
     checked = []
     for key, value in sizes.items():
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
@@ -58,7 +66,11 @@ def positive_ints(module, **sizes) -> tuple[int, ...]:
 
 
 def derive_seed(seed: int | None, index: int) -> int | None:
-    """An independent seed for a layer's ``index``-th parameter (``None`` stays unseeded)."""
+    """An independent seed for a layer's ``index``-th parameter (``None`` stays unseeded).
+
+    >>> derive_seed(0, 0) == derive_seed(0, 0) != derive_seed(0, 1), derive_seed(None, 0)
+    (True, None)
+    """
     if seed is None:
         return None
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])

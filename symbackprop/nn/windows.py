@@ -18,7 +18,11 @@ WHOLE = (0, None, 1)  # the slice that takes an axis whole
 
 
 def pair(value, what: str, where: str) -> tuple[int, int]:
-    """``value`` as ``(height, width)``: an int is used for both."""
+    """``value`` as ``(height, width)``: an int is used for both.
+
+    >>> pair(3, "size", "MaxPool2D"), pair((2, 1), "stride", "Conv2D")
+    ((3, 3), (2, 1))
+    """
     items = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
     if (
         not isinstance(items, (tuple, list))
@@ -30,14 +34,22 @@ def pair(value, what: str, where: str) -> tuple[int, int]:
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """Padding ``(before, after)`` that gives ``ceil(size/stride)`` outputs; an odd extra goes after."""
+    """Padding ``(before, after)`` that gives ``ceil(size/stride)`` outputs; an odd extra goes after.
+
+    >>> same_padding(8, 3, 1), same_padding(8, 2, 1), same_padding(7, 3, 2)
+    ((1, 1), (0, 1), (1, 1))
+    """
     total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
 
 
 def resolve_padding(padding, image: tuple[int, int], kernel: tuple[int, int], stride, where: str):
     """``((top, bottom), (left, right))`` for ``padding``: an int, a pair, ``"valid"``, ``"same"``,
-    or already in that form."""
+    or already in that form.
+
+    >>> resolve_padding("same", (8, 8), (3, 3), (1, 1), "Conv2D"), resolve_padding(2, (8, 8), (3, 3), (1, 1), "Conv2D")
+    (((1, 1), (1, 1)), ((2, 2), (2, 2)))
+    """
     if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
         sides = tuple(pair(p, "padding", where) for p in padding)
         if min(sides[0] + sides[1]) < 0:
@@ -56,7 +68,12 @@ def resolve_padding(padding, image: tuple[int, int], kernel: tuple[int, int], st
 
 
 def pad2d(x: Tensor, padding) -> Tensor:
-    """``x`` (n, H, W, C) with zero rows and columns added: ``padding = ((top, bottom), (left, right))``."""
+    """``x`` (n, H, W, C) with zero rows and columns added: ``padding = ((top, bottom), (left, right))``.
+
+    >>> import symbackprop as sb
+    >>> pad2d(sb.input("x", (None, 8, 8, 3)), ((1, 1), (0, 2))).shape
+    (None, 10, 10, 3)
+    """
     (top, bottom), (left, right) = padding
     if not top + bottom + left + right:
         return x
@@ -67,12 +84,21 @@ def pad2d(x: Tensor, padding) -> Tensor:
 
 
 def output_size(size: int, kernel: int, stride: int) -> int:
-    """How many windows of ``kernel`` with ``stride`` fit in ``size`` (incomplete ones are dropped)."""
+    """How many windows of ``kernel`` with ``stride`` fit in ``size`` (incomplete ones are dropped).
+
+    >>> output_size(8, 3, 1), output_size(7, 2, 2)
+    (6, 3)
+    """
     return (size - kernel) // stride + 1
 
 
 def window_slices(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int]) -> list[Tensor]:
-    """One tensor ``(n, Ho, Wo, C)`` per window offset, in row-major order of the offsets."""
+    """One tensor ``(n, Ho, Wo, C)`` per window offset, in row-major order of the offsets.
+
+    >>> import symbackprop as sb
+    >>> [s.shape for s in window_slices(sb.input("x", (None, 5, 5, 1)), (2, 2), (2, 2))]
+    [(None, 2, 2, 1), (None, 2, 2, 1), (None, 2, 2, 1), (None, 2, 2, 1)]
+    """
     _, height, width, _ = x.shape
     out_h, out_w = (output_size(n, k, s) for n, k, s in zip((height, width), kernel, stride))
     slices = []
