@@ -146,3 +146,8 @@ def test_bad_inputs_raise_clear_errors():
         nn.MaxPool2D(3)(sb.input("x", (None, 2, 5, 1)))
     with pytest.raises(sb.GraphError, match="size and stride must be positive"):
         nn.AvgPool2D(0)
+    kernel = sb.param("K", (3, 3, 2, 4))
+    with pytest.raises(sb.GraphError, match=r"input x \(n, 5, 5, 3\) does not fit the kernel K \(3, 3, 2, 4\)"):
+        nn.conv2d(sb.input("x", (None, 5, 5, 3)), kernel)
+    with pytest.raises(sb.GraphError, match=r"kernel K \(3, 3\) must be \(kh, kw, Cin, Cout\)"):
+        nn.conv2d(sb.input("x", (None, 5, 5, 3)), sb.param("K", (3, 3)))

@@ -19,6 +19,7 @@ from .. import functions as F
 from ..errors import GraphError
 from ..graph import Tensor, const
 from ..init import INITIALIZERS
+from ..shapes import format_shape
 from .activation import activation_label, describe_activation, resolve_activation
 from .module import Module, derive_seed, positive_ints
 from .windows import output_size, pad2d, pair, resolve_padding
@@ -38,10 +39,15 @@ def conv2d(x: Tensor, kernel: Tensor, stride=1, padding=0) -> Tensor:
     >>> sb.evaluate(sb.nn.conv2d(x, k), {x: np.arange(9.0).reshape(1, 3, 3, 1)})[0, :, :, 0].tolist()
     [[8.0, 12.0], [20.0, 24.0]]
     """
+    if kernel.ndim != 4:
+        raise GraphError(f"conv2d: kernel {kernel.label} {format_shape(kernel.shape)} must be (kh, kw, Cin, Cout)")
     kh, kw, cin, cout = kernel.shape
     stride = pair(stride, "stride", "conv2d")
     if x.ndim != 4 or x.shape[3] != cin:
-        raise GraphError(f"conv2d: input {x.label} {x.shape} does not fit a kernel {kernel.shape} (n, H, W, {cin})")
+        raise GraphError(
+            f"conv2d: input {x.label} {format_shape(x.shape)} does not fit the kernel {kernel.label} "
+            f"{format_shape(kernel.shape)}: expected (n, H, W, {cin})"
+        )
     padded = pad2d(x, resolve_padding(padding, x.shape[1:3], (kh, kw), stride, "conv2d"))
     _, height, width, _ = padded.shape
     out_h, out_w = output_size(height, kh, stride[0]), output_size(width, kw, stride[1])

@@ -50,8 +50,8 @@ class _Recurrent(Module):
         return F.concat([F.reshape(h, (None, 1, self.hidden)) for h in outputs], axis=1)
 
     def gate(self, stacked: Tensor, index: int) -> Tensor:
-        """Columns ``index·hidden`` to ``(index+1)·hidden`` of a ``(n, gates·hidden)`` tensor."""
-        return stacked[:, index * self.hidden : (index + 1) * self.hidden]
+        """Entries ``index·hidden`` to ``(index+1)·hidden`` of the last axis of stacked gates."""
+        return stacked[..., index * self.hidden : (index + 1) * self.hidden]
 
     def output(self, state) -> Tensor:
         return state
@@ -165,12 +165,7 @@ class GRU(_Recurrent):
     def cell(self, inputs: Tensor, h):
         # With no previous state, h·Wh is zero and only the hidden bias is left.
         recurrent = self.bh if h is None else h @ self.Wh + self.bh
-        r = F.sigmoid(self.gate(inputs, 0) + self._part(recurrent, 0))
-        z = F.sigmoid(self.gate(inputs, 1) + self._part(recurrent, 1))
-        n = F.tanh(self.gate(inputs, 2) + r * self._part(recurrent, 2))
+        r = F.sigmoid(self.gate(inputs, 0) + self.gate(recurrent, 0))
+        z = F.sigmoid(self.gate(inputs, 1) + self.gate(recurrent, 1))
+        n = F.tanh(self.gate(inputs, 2) + r * self.gate(recurrent, 2))
         return (1 - z) * n if h is None else (1 - z) * n + z * h
-
-    def _part(self, recurrent: Tensor, index: int) -> Tensor:
-        if recurrent.ndim == 1:
-            return recurrent[index * self.hidden : (index + 1) * self.hidden]
-        return self.gate(recurrent, index)
