@@ -27,6 +27,12 @@ the step over the epoch in one ``jit``; NumPy written out by hand. The best peer
 fastest variant of any peer, or of the one peer a target names (swish: PyTorch; matmul:
 NumPy).
 
+The digits row trains end to end (``Trainer.fit`` on the embedded digits, 60 epochs, SGD with
+momentum) through bench_digits.py, in that script's own workers, with the peers above and
+scikit-learn; its times are the whole training's over its 2700 minibatches, its ✓ compares
+the weights after one epoch, and its warm-up figures go to the compile columns (JAX 1st:
+the first scanned epoch). bench_digits.py prints the full table and where the time goes.
+
 Correctness first: before timing, every variant's losses over the first five steps (or a
 workload's outputs) are compared with the reference's (PyTorch, else NumPy): largest
 difference over largest reference value at most 1e-4. The ✓ column is symbackprop's.

@@ -44,7 +44,9 @@ def test_json_has_every_contender_trained_and_checked(digits_run):
 def test_json_has_the_profile_of_symbackprop(digits_run):
     _, document = digits_run
     profile = document["profile"]
-    assert profile["per epoch"]["native epoch call"] > 0
+    assert (
+        0 < profile["per epoch, fastest of 15"]["native epoch call"] <= profile["per epoch, median of 15"]["epoch loop"]
+    )
     assert profile["kernels"]["matmul"] >= 4  # two forward products, at least two in the backward pass
     assert set(profile["native µs per step by batch size"]) == {"1", "8", "32", "128"}
 
