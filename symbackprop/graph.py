@@ -72,7 +72,9 @@ class Tensor:
             raise GraphError(
                 f"param {self.label}: the value has shape {array.shape}, expected {format_shape(self.shape)}"
             )
-        self._value = np.asarray(array, dtype=self.dtype, order="C")  # ascontiguousarray would make () into (1,)
+        # A copy: training updates the value in place, which must never write into the
+        # caller's array (or into another param given the same array).
+        self._value = np.array(array, dtype=self.dtype, order="C", copy=True)
 
     # -- operators: NumPy semantics, built from primitives in symbackprop.functions -----
     def __add__(self, other):

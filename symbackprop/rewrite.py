@@ -195,28 +195,30 @@ def fuse_elementwise(outputs, log):
     return _rebuild(outputs, transform, origin)
 
 
-def _fuse(fn: ScalarFunction, inputs: Sequence[Tensor], producer):
-    """Compose ``fn`` with the maps that produce its inputs; None when nothing fuses."""
+def _fuse(fn: ScalarFunction, inputs: Sequence[Tensor], producer, depth: int | None = None):
+    """Compose ``fn`` with the maps that produce its inputs, through at most ``depth`` levels
+    of producers (all when None); None when nothing fuses."""
     leaves: dict[Tensor, sympy.Symbol] = {}
     fused_any = False
 
-    def expression(node, shape):
+    def expression(node, shape, levels):
         nonlocal fused_any
         number = _scalar_constant(node)
         if number is not None:
             fused_any = True
             return number
-        inner = producer(node)
+        inner = producer(node) if levels != 0 else None
         if inner is not None:
             fused_any = True
-            args = [expression(_fit(i, shape), shape) for i in inner.inputs]
+            below = None if levels is None else levels - 1
+            args = [expression(_fit(i, shape), shape, below) for i in inner.inputs]
             return inner.attrs["fn"](*args)
         if node not in leaves:
             leaves[node] = real_symbols(f"x{len(leaves)}")[0]
         return leaves[node]
 
     shape = inputs[0].shape
-    body = fn(*[expression(i, shape) for i in inputs])
+    body = fn(*[expression(i, shape, depth) for i in inputs])
     if not fused_any:
         return None
     return ScalarFunction("fused", tuple(leaves.values()), body), list(leaves)
@@ -243,12 +245,20 @@ def _fit(node, shape):
 
 
 def _apply_body_rules(body: sympy.Expr, log) -> sympy.Expr:
+    body, steps = _body_rules_applied(body)
+    log.extend(steps)
+    return body
+
+
+@functools.lru_cache(maxsize=4096)  # unrolled layers repeat their bodies; pattern matching is slow
+def _body_rules_applied(body: sympy.Expr) -> tuple[sympy.Expr, tuple[RewriteStep, ...]]:
+    steps = []
     for name, pattern, replacement in BODY_RULES:
         rewritten = body.replace(pattern, replacement)
         if rewritten != body:
-            log.append(RewriteStep(name, str(body), str(rewritten)))
+            steps.append(RewriteStep(name, str(body), str(rewritten)))
             body = rewritten
-    return body
+    return body, tuple(steps)
 
 
 def stabilise_bodies(outputs, log):
@@ -266,7 +276,9 @@ def stabilise_bodies(outputs, log):
     def transform(node, inputs):
         if node.op != "map":
             return None
-        fused = _fuse(node.attrs["fn"], inputs, producer)
+        # One level: a producer read by several maps is recomputed in each of them, so going
+        # deeper would recompute whole chains (an unrolled LSTM's cell state over every step).
+        fused = _fuse(node.attrs["fn"], inputs, producer, depth=1)
         if fused is None:
             return None
         fn, fused_inputs = fused

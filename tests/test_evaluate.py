@@ -242,3 +242,15 @@ def test_scalar_inputs_and_params_keep_their_shape():
     assert p.value.shape == ()
     got = sb.evaluate(s * p + s, {s: 3.0})
     assert got.shape == () and got == 9.0
+
+
+def test_a_param_owns_its_value():
+    # Training updates a param's value in place: it must not write into the caller's array
+    # or into another param made from the same array.
+    start = np.ones((2, 2), dtype=np.float32)
+    p = sb.param("p", (2, 2), init=start)
+    q = sb.param("q", (2, 2), init=start)
+    p.value[0, 0] = 5.0
+    q.value = start
+    q.value[1, 1] = 7.0
+    assert start[0, 0] == 1.0 and start[1, 1] == 1.0 and q.value[0, 0] == 1.0
