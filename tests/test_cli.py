@@ -73,6 +73,11 @@ def test_train_on_a_csv_file_with_a_named_label_column(tmp_path, capsys):
         (["train", "--activation", "cube"], "invalid choice: 'cube'"),
         (["fly"], "invalid choice: 'fly'"),
         (["formulas", "--model", "cnn"], "formulas are printed for MLPs"),
+        (["train", "--patience", "3"], "--patience needs --validation"),
+        (["train", "--dropout", "1.0"], "--dropout must be in [0, 1)"),
+        (["train", "--clip-norm", "0"], "--clip-norm must be positive"),
+        (["train", "--schedule", "linear"], "invalid choice: 'linear'"),
+        (["train", "--model", "cnn", "--data", "missing.npz"], "missing.npz"),
     ],
 )
 def test_errors_are_one_line_with_exit_status_2(capsys, argv, message):
@@ -80,6 +85,25 @@ def test_errors_are_one_line_with_exit_status_2(capsys, argv, message):
     assert status == 2
     assert err.startswith("symbackprop: error: ") and message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_cnn_with_dropout_schedule_clipping_and_early_stopping(capsys):
+    status, out, err = run(
+        capsys,
+        *["train", "--model", "cnn", "--epochs", "2", "--dropout", "0.2", "--schedule", "cosine"],
+        *["--warmup", "10", "--clip-norm", "5", "--validation", "0.1", "--patience", "1", "--json"],
+    )
+    assert status == 0, err
+    result = json.loads(out.splitlines()[-1])
+    assert result["model"] == "cnn" and 1 <= result["epochs"] <= 2
+    assert result["test_accuracy"] > 0.5
+
+
+def test_mlp_preset_and_cnn_preset_differ(capsys):
+    status, out, _ = run(capsys, "train", "--model", "cnn", "--epochs", "1")
+    assert status == 0 and "Adam(lr=0.002" in out
+    status, out, _ = run(capsys, "train", "--epochs", "1", "--dropout", "0.1", "--optimizer", "sgd")
+    assert status == 0 and "SGD(lr=0.1" in out
 
 
 def test_wrong_label_column_in_a_csv(tmp_path, capsys):
