@@ -1,7 +1,7 @@
 """Fitting y = a·sin(b·x + c) to noisy data by gradient descent on three scalar parameters.
 
 Not every model is a neural network. Here the model is one formula with three unknowns,
-each a scalar ``sb.param``; ``sin`` is a user-defined function (``sb.function`` over a
+each a scalar ``sb.param``; the sine is a user-defined function (``sb.function`` over a
 SymPy expression), so SymPy supplies its derivative. The script prints the exact
 gradient of the mean squared error with respect to a, b and c, checks it against central
 differences, compiles one gradient-descent step to native code (``sb.compile_step``), and
@@ -39,17 +39,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the data")
     args = parser.parse_args()
 
-    # sin as a differentiable elementwise function: the body is a SymPy expression of t.
+    # The sine as a differentiable elementwise function: its body is a SymPy expression of t.
     t = sympy.Symbol("t")
-    sin = sb.function("sin", sympy.sin(t), [t])
-    print(f"sin as a symbackprop function: {sin}; its derivative, from SymPy: {sin.derivative()}")
+    sine = sb.function("sine", sympy.sin(t), [t])
+    print(f"the model's function: {sine}; its derivative, from SymPy: {sine.derivative()}")
 
     # The model. x and y hold one number per data point (the batch axis); a, b and c are
     # scalar parameters (shape ()), broadcast against them like numbers.
     x = sb.input("x", (None,))
     y = sb.input("y", (None,))
     a, b, c = (sb.param(name, (), init=np.array(START[name])) for name in "abc")
-    prediction = a * sin(b * x + c)
+    prediction = a * sine(b * x + c)
     loss = sb.mse(prediction, y)  # the mean of (prediction − y)² over the points
 
     print("\nThe loss and its exact gradients, as derived:")
@@ -68,7 +68,8 @@ def main() -> None:
         f"\nGradient descent: {optimizer.formula()}, η = {args.lr}, from a, b, c = {START['a']}, {START['b']}, {START['c']}"
     )
     step = sb.compile_step(loss, [x, y], [a, b, c], optimizer)
-    reports = {1, args.epochs, *range(0, args.epochs + 1, max(args.epochs // 6, 1))} - {0}
+    every = max(args.epochs // 5, 1)
+    reports = {1, args.epochs, *range(every, args.epochs + 1, every)}
     for number in range(1, args.epochs + 1):
         loss_value = step(X, Y)  # the loss before this step's update
         if number in reports:
