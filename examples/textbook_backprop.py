@@ -60,9 +60,117 @@ def element(name: str, row: int, column: int) -> str:
     return f"{name}_{row + 1}{column + 1}"
 
 
-def formula_text(formula) -> dict[str, str]:
-    """The lines of a printed formula, by label: 'z1_1' -> 'b1 + W1_11·i_1 + W1_21·i_2'."""
-    return dict(line.split(" = ", 1) for line in str(formula).splitlines())
+class Network:
+    """The 2-2-2 network as a graph, with the gradients and the update the board shows."""
+
+    def __init__(self):
+        # float64 throughout, so the printed digits are exact to the last one shown. The
+        # biases are params like the weights, but the textbook never updates them, nor do we.
+        self.i = sb.input("i", (None, 2), dtype="float64")
+        self.t = sb.input("t", (None, 2), dtype="float64")
+        self.W1 = sb.param("W1", (2, 2), init=weight_matrix("W1"), dtype="float64")
+        self.W2 = sb.param("W2", (2, 2), init=weight_matrix("W2"), dtype="float64")
+        b1 = sb.param("b1", (), init=np.array(BIASES["b1"]), dtype="float64")  # one bias shared by h1 and h2
+        b2 = sb.param("b2", (), init=np.array(BIASES["b2"]), dtype="float64")  # one shared by o1 and o2
+        self.net_h = self.i @ self.W1 + b1
+        self.out_h = sb.sigmoid(self.net_h)
+        self.net_o = self.out_h @ self.W2 + b2
+        self.out_o = sb.sigmoid(self.net_o)
+        self.error = 0.5 * ((self.t - self.out_o) ** 2).sum()  # E = ½Σ(target − out)², for our one example
+
+        # Everything else on the board is a gradient of E: with respect to the outputs and the
+        # net inputs of both layers (the δs), and to the weights. One sb.grad call
+        # differentiates once and shares the work between them.
+        self.gradients = sb.grad(self.error, [self.out_o, self.net_o, self.out_h, self.net_h, self.W1, self.W2])
+        self.d_out_o, self.delta_o, self.d_out_h, self.delta_h, self.grad_W1, self.grad_W2 = self.gradients
+        # The gradient-descent step is a graph too: w ← w − η·∂E/∂w.
+        self.new_W1 = self.W1 - LEARNING_RATE * self.grad_W1
+        self.new_W2 = self.W2 - LEARNING_RATE * self.grad_W2
+        self.feeds = {self.i: [INPUTS], self.t: [TARGETS]}
+
+
+class Board:
+    """Prints quantities as ``textbook name | symbackprop's formula | value``."""
+
+    def __init__(self, net: Network):
+        # The values, all from the NumPy reference evaluator.
+        tensors = [net.net_h, net.out_h, net.net_o, net.out_o, net.error, *net.gradients, net.new_W1, net.new_W2]
+        self.value = dict(zip(tensors, sb.evaluate(tensors, net.feeds)))
+        # The derivation element by element. Its labels are symbackprop's: L is E, z and h are
+        # the net input and output of a layer, δ2_1 = ∂L/∂z2_1.
+        printed = str(sb.formula([net.error, *net.gradients], expand=True))
+        self.formula = dict(line.split(" = ", 1) for line in printed.splitlines())
+
+    def line(self, name: str, label: str, value: float) -> None:
+        print(f"  {name:<11} {label + ' = ' + self.formula[label]:<52} = {value:12.9f}")
+
+
+def print_legend(net: Network) -> None:
+    print("The network: inputs i1, i2 -> hidden units h1, h2 -> outputs o1, o2, every unit a sigmoid.")
+    print("symbackprop's names for the textbook's quantities (expanded view, one example):")
+    print("  i1, i2 = i_1, i_2   targets = t_1, t_2   net_h = z1   out_h = h1   net_o = z2   out_o = h2   E = L")
+    for layer in ("W1", "W2"):
+        weights = [name for name, place in PLACES.items() if place[0] == layer]
+        print("".join(f"  {name} = {element(*PLACES[name])} = {WEIGHTS[name]:.2f}" for name in weights))
+    print(f"  b1 = {BIASES['b1']:.2f}, b2 = {BIASES['b2']:.2f}; inputs {INPUTS}, targets {TARGETS}")
+    print("\nThe error, as derived:", str(sb.formula(net.error)).splitlines()[-1])
+
+
+def print_forward(net: Network, board: Board) -> None:
+    print("\nForward pass")
+    for layer, net_in, out, unit in (("1", net.net_h, net.out_h, "h"), ("2", net.net_o, net.out_o, "o")):
+        for k in range(2):
+            board.line(f"net_{unit}{k + 1}", f"z{layer}_{k + 1}", board.value[net_in][0, k])
+        for k in range(2):
+            board.line(f"out_{unit}{k + 1}", f"h{layer}_{k + 1}", board.value[out][0, k])
+    board.line("E", "L", board.value[net.error])
+
+
+def print_backward(net: Network, board: Board) -> None:
+    print("\nBackward pass, output layer: δ_o = ∂E/∂net_o = ∂E/∂out_o · out_o·(1 − out_o)")
+    for k in range(2):
+        board.line(f"∂E/∂out_o{k + 1}", f"∂L/∂h2_{k + 1}", board.value[net.d_out_o][0, k])
+        board.line(f"δ_o{k + 1}", f"δ2_{k + 1}", board.value[net.delta_o][0, k])
+    print("Backward pass, hidden layer: each hidden unit collects the δs of the outputs it feeds")
+    for k in range(2):
+        board.line(f"∂E/∂out_h{k + 1}", f"∂L/∂h1_{k + 1}", board.value[net.d_out_h][0, k])
+        board.line(f"δ_h{k + 1}", f"δ1_{k + 1}", board.value[net.delta_h][0, k])
+
+
+def print_updates(net: Network, board: Board) -> None:
+    print(f"\nGradients, and the updates w ← w − η·∂E/∂w with η = {LEARNING_RATE}")
+    gradient_of = {"W1": board.value[net.grad_W1], "W2": board.value[net.grad_W2]}
+    updated = {"W1": board.value[net.new_W1], "W2": board.value[net.new_W2]}
+    for name in ["w5", "w6", "w7", "w8", "w1", "w2", "w3", "w4"]:  # in the order backpropagation reaches them
+        layer, row, column = PLACES[name]
+        label = f"∂L/∂{element(layer, row, column)}"
+        gradient, new = gradient_of[layer][row, column], updated[layer][row, column]
+        written = f"{gradient:.9f}" if gradient >= 0 else f"({gradient:.9f})"
+        print(
+            f"  ∂E/∂{name} = {label + ' = ' + board.formula[label]:<26} = {gradient:12.9f}    "
+            f"{name} ← {WEIGHTS[name]:.2f} − {LEARNING_RATE}·{written} = {new:.9f}"
+        )
+
+
+def repeat_compiled(net: Network, steps: int) -> None:
+    """Run ``steps`` steps of gradient descent, the worked one first, with one compiled function."""
+    # The function returns the error (before this step's update) and the updated weights;
+    # Python copies the new weights into the params, which the next call reads.
+    started = time.perf_counter()
+    step = sb.compile([net.error, net.new_W1, net.new_W2], [net.i, net.t], fast_math=False)
+    print(f"\nThe same step, compiled ({time.perf_counter() - started:.1f} s), repeated {steps} times:")
+    x_data, t_data = np.array([INPUTS]), np.array([TARGETS])
+    started = time.perf_counter()
+    for number in range(1, steps + 1):
+        error, net.W1.value, net.W2.value = step(x_data, t_data)
+        if number in (1, 2, steps) or np.log10(number).is_integer():
+            print(f"  step {number:>6}: E = {float(error):.10f}")
+    seconds = time.perf_counter() - started
+    outputs, error = sb.evaluate([net.out_o, net.error], net.feeds)
+    print(
+        f"After {steps} steps ({seconds:.2f} s) the outputs are {outputs[0, 0]:.9f} and {outputs[0, 1]:.9f} "
+        f"(targets {TARGETS[0]} and {TARGETS[1]}); the error is {float(error):.10f}."
+    )
 
 
 def main() -> None:
@@ -70,103 +178,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10_000, help="training steps in all, the worked one included")
     args = parser.parse_args()
 
-    # -- the network as a graph ------------------------------------------------------------------
-    # float64 throughout, so the printed digits are exact to the last one shown. The biases
-    # are params like the weights, but the textbook example never updates them, and nor do we.
-    i = sb.input("i", (None, 2), dtype="float64")
-    t = sb.input("t", (None, 2), dtype="float64")
-    W1 = sb.param("W1", (2, 2), init=weight_matrix("W1"), dtype="float64")
-    W2 = sb.param("W2", (2, 2), init=weight_matrix("W2"), dtype="float64")
-    b1 = sb.param("b1", (), init=np.array(BIASES["b1"]), dtype="float64")  # one bias shared by h1 and h2
-    b2 = sb.param("b2", (), init=np.array(BIASES["b2"]), dtype="float64")  # one shared by o1 and o2
-    net_h = i @ W1 + b1
-    out_h = sb.sigmoid(net_h)
-    net_o = out_h @ W2 + b2
-    out_o = sb.sigmoid(net_o)
-    error = 0.5 * ((t - out_o) ** 2).sum()  # E = ½Σ(target − out)², for our one example
-
-    # Everything the board shows, as graphs: the gradient of E with respect to the outputs
-    # and the net inputs of both layers (the δs), and to the weights. One sb.grad call
-    # differentiates once and shares the work.
-    wrt = [out_o, net_o, out_h, net_h, W1, W2]
-    gradients = sb.grad(error, wrt)
-    d_out_o, delta_o, d_out_h, delta_h, grad_W1, grad_W2 = gradients
-    # The gradient-descent step is a graph too: w ← w − η·∂E/∂w.
-    new_W1 = W1 - LEARNING_RATE * grad_W1
-    new_W2 = W2 - LEARNING_RATE * grad_W2
-
-    shown = [net_h, out_h, net_o, out_o, error, d_out_o, delta_o, d_out_h, delta_h, grad_W1, grad_W2]
-    feeds = {i: [INPUTS], t: [TARGETS]}
-    values = dict(zip(shown, sb.evaluate(shown, feeds)))
-    updated = dict(zip(["W1", "W2"], sb.evaluate([new_W1, new_W2], feeds)))
-
-    # The derivation, element by element: the labels are symbackprop's (L is E, z and h the
-    # net input and output of a layer, δ2_1 = ∂L/∂z2_1), the numbers come from `values`.
-    lines = formula_text(sb.formula([error, *gradients], expand=True))
-
-    print("The network: inputs i1, i2 -> hidden units h1, h2 -> outputs o1, o2, every unit a sigmoid.")
-    print("symbackprop's names for the textbook's quantities (expanded view, one example):")
-    print("  i1, i2 = i_1, i_2   targets = t_1, t_2   net_h = z1   out_h = h1   net_o = z2   out_o = h2   E = L")
-    for name, (layer, row, column) in PLACES.items():
-        print(
-            f"  {name} = {element(layer, row, column)} = {WEIGHTS[name]:.2f}", end="\n" if name in ("w4", "w8") else ""
-        )
-    print(f"  b1 = {BIASES['b1']:.2f}, b2 = {BIASES['b2']:.2f}; inputs {INPUTS}, targets {TARGETS}")
-    print("\nThe error, as derived:", str(sb.formula(error)).splitlines()[-1])
-
-    def show(name: str, label: str, value: float) -> None:
-        print(f"  {name:<11} {label + ' = ' + lines[label]:<52} = {value:12.9f}")
-
-    print("\nForward pass")
-    for layer, net, out, units in (("1", net_h, out_h, "h"), ("2", net_o, out_o, "o")):
-        for k in range(2):
-            show(f"net_{units}{k + 1}", f"z{layer}_{k + 1}", values[net][0, k])
-        for k in range(2):
-            show(f"out_{units}{k + 1}", f"h{layer}_{k + 1}", values[out][0, k])
-    show("E", "L", values[error])
-
-    print("\nBackward pass, output layer: δ_o = ∂E/∂net_o = ∂E/∂out_o · out_o·(1 − out_o)")
-    for k in range(2):
-        show(f"∂E/∂out_o{k + 1}", f"∂L/∂h2_{k + 1}", values[d_out_o][0, k])
-        show(f"δ_o{k + 1}", f"δ2_{k + 1}", values[delta_o][0, k])
-    print("Backward pass, hidden layer: each hidden unit collects the δs of the outputs it feeds")
-    for k in range(2):
-        show(f"∂E/∂out_h{k + 1}", f"∂L/∂h1_{k + 1}", values[d_out_h][0, k])
-        show(f"δ_h{k + 1}", f"δ1_{k + 1}", values[delta_h][0, k])
-
-    print(f"\nGradients, and the updates w ← w − η·∂E/∂w with η = {LEARNING_RATE}")
-    by_layer = {"W1": values[grad_W1], "W2": values[grad_W2]}
-    for name in ["w5", "w6", "w7", "w8", "w1", "w2", "w3", "w4"]:  # in the order backpropagation reaches them
-        layer, row, column = PLACES[name]
-        label = f"∂L/∂{element(layer, row, column)}"
-        gradient, new = by_layer[layer][row, column], updated[layer][row, column]
-        shown_gradient = f"{gradient:.9f}" if gradient >= 0 else f"({gradient:.9f})"
-        print(
-            f"  ∂E/∂{name} = {label + ' = ' + lines[label]:<26} = {gradient:12.9f}    "
-            f"{name} ← {WEIGHTS[name]:.2f} − {LEARNING_RATE}·{shown_gradient} = {new:.9f}"
-        )
-
-    # -- repeat the step, compiled -----------------------------------------------------------------
-    # One native function returns the error and the updated weights; Python copies the new
-    # weights in. The error it returns is the one before the update of that step.
-    if args.epochs < 1:
-        return
-    started = time.perf_counter()
-    step = sb.compile([error, new_W1, new_W2], [i, t], fast_math=False)
-    compiled_in = time.perf_counter() - started
-    x_data, t_data = np.array([INPUTS]), np.array([TARGETS])
-    print(f"\nThe same step, compiled ({compiled_in:.1f} s), repeated {args.epochs} times:")
-    started = time.perf_counter()
-    for number in range(1, args.epochs + 1):
-        error_value, W1.value, W2.value = step(x_data, t_data)
-        if number in (1, 2) or number == args.epochs or np.log10(number).is_integer():
-            print(f"  step {number:>6}: E = {float(error_value):.10f}")
-    trained = time.perf_counter() - started
-    outputs = sb.evaluate(out_o, feeds)[0]
-    print(
-        f"After {args.epochs} steps ({trained:.2f} s) the outputs are {outputs[0]:.9f} and {outputs[1]:.9f} "
-        f"(targets {TARGETS[0]} and {TARGETS[1]}); the error is {float(sb.evaluate(error, feeds)):.10f}."
-    )
+    net = Network()
+    board = Board(net)
+    print_legend(net)
+    print_forward(net, board)
+    print_backward(net, board)
+    print_updates(net, board)
+    if args.epochs > 0:
+        repeat_compiled(net, args.epochs)
 
 
 if __name__ == "__main__":
