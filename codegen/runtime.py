@@ -132,6 +132,12 @@ class BoundProgram:
         return arrays
 
     def run(self, batch: int) -> None:
+        # A buffer without an address would make native code write through a null pointer;
+        # refuse instead (one vectorised test of the table, about a microsecond).
+        if self.program.buffers and not self.table.all():
+            missing = [b.node.label if b.node is not None else f"buffer {b.slot}" for b in self.program.buffers]
+            missing = [name for b, name in zip(self.program.buffers, missing) if not self.table[b.slot]]
+            raise RuntimeError(f"compiled code was called with nothing bound to {missing}")
         status = self.native(self.table_address, batch)
         if status:
             raise IndexError("an index or label was out of range in a compiled gather or one_hot")

@@ -37,6 +37,9 @@ class CompiledStep(Inspectable):
         if not isinstance(loss, Tensor) or loss.shape != ():
             raise GraphError(f"compile_step: the loss must be a scalar tensor, got {loss!r}")
         self.params = _check_params(params)
+        # Params the loss reads but the step does not train: read from their .value at every
+        # call, like sb.compile's params (a layer kept fixed, the biases of a worked example).
+        self.frozen = [n for n in topological_order([loss]) if n.op == "param" and n not in self.params]
         self.optimizer = optimizer
         self.state = optimizer.init_states(self.params)
         self.state_inputs, self.step_input = optimizer.step_inputs(self.params)
@@ -63,8 +66,10 @@ class CompiledStep(Inspectable):
 
         # The key is taken before differentiating, from the loss and the optimizer's rules: a
         # warm start then skips the gradient as well as the rewrites and the code generation.
-        options = f"fast_math={fast_math};{optimizer.key}"
-        self.program, ir_text = cached_build("step", [loss], self.inputs + extra_inputs, self.params, options, build)
+        options = f"fast_math={fast_math};{optimizer.key};trained={len(self.params)}"
+        self.program, ir_text = cached_build(
+            "step", [loss], self.inputs + extra_inputs, self.params + self.frozen, options, build
+        )
         self.compiled = compile_ir(ir_text)
         self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)
         # epoch(table, batch, count, order, sources, row_bytes, step counter, losses)
@@ -84,8 +89,9 @@ class CompiledStep(Inspectable):
                 bound.bind(buffer, array)
 
     def _model_arrays(self):
-        for p in self.params:
-            yield self._buffers[p], p.value
+        for p in self.params + self.frozen:
+            if p in self._buffers:
+                yield self._buffers[p], p.value
         for key, node in self.state_inputs.items():
             if node in self._buffers:
                 yield self._buffers[node], self.state[key]

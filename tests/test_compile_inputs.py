@@ -134,3 +134,12 @@ def test_a_map_read_only_by_a_reduction_is_fused_into_it():
     for targets, f in ((alone, fused), (shared, unfused)):
         for got, expected in zip(f(X), sb.evaluate(targets, {x: X})):
             np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_a_buffer_left_unbound_is_refused_not_dereferenced():
+    x = sb.input("x", (None, 3))
+    f = sb.compile(sb.tanh(x).sum(), [x])
+    assert f(np.ones((2, 3), dtype=np.float32)) == pytest.approx(2 * 3 * np.tanh(1.0), rel=1e-6)
+    f.bound.table[:] = 0  # as if an input had never been bound
+    with pytest.raises(RuntimeError, match="nothing bound to"):
+        f.bound.run(2)

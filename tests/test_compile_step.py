@@ -109,3 +109,19 @@ def test_bad_arguments_are_refused_before_native_code_runs():
         sb.compile_step(loss, [x, y], [x], sb.optim.SGD(lr=0.1))
     with pytest.raises(sb.GraphError, match="loss must be a scalar"):
         sb.compile_step(x, [x, y], params, sb.optim.SGD(lr=0.1))
+
+
+def test_a_param_the_step_does_not_train_is_read_from_its_value():
+    x, y = sb.input("x", (None, 2)), sb.input("y", (None, 1))
+    W = sb.param("W", (2, 1))
+    b = sb.param("b", (1,), init=np.array([0.5]))
+    step = sb.compile_step(sb.mse(x @ W + b, y), [x, y], [W], sb.optim.SGD(lr=0.1))
+    X = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
+    Y = X @ np.array([[1.0], [2.0]], dtype=np.float32) + 0.5
+    for _ in range(200):
+        step(X, Y)
+    np.testing.assert_allclose(W.value.ravel(), [1.0, 2.0], atol=1e-4)
+    assert b.value[0] == 0.5  # not trained
+    b.value = np.array([0.0])  # a new value is read by the next call
+    assert step(X, Y) == pytest.approx(0.25, rel=1e-3)
+    assert np.isfinite(step.epoch(X, Y, batch_size=4, seed=0))
