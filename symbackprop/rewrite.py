@@ -26,8 +26,29 @@ BODY_RULES: tuple[tuple[str, sympy.Expr, sympy.Expr], ...] = (
     ("log_one_minus_sigmoid", sympy.log(1 - sigmoid(_u)), -softplus(_u)),
     ("softplus", sympy.log(1 + sympy.exp(_u)), softplus(_u)),
     ("sigmoid", 1 / (1 + sympy.exp(-_u)), sigmoid(_u)),
+    # e^u/(1 + e^u) matches the rule above as e^u·sigmoid(−u), which overflows for large u.
+    ("sigmoid", lambda e: _exp_sigmoid_pair(e) is not None, lambda e: _merge_exp_sigmoid(e)),
     ("log_softmax", sympy.log(sympy.exp(_u) / _v), _u - sympy.log(_v)),
 )
+
+
+def _exp_sigmoid_pair(expr):
+    """The factors ``exp(u)`` and ``sigmoid(-u)`` of a product, if it has both."""
+    if not expr.is_Mul:
+        return None
+    exps = {f.args[0]: f for f in expr.args if isinstance(f, sympy.exp)}
+    for factor in expr.args:
+        if isinstance(factor, sigmoid) and -factor.args[0] in exps:
+            return exps[-factor.args[0]], factor
+    return None
+
+
+def _merge_exp_sigmoid(expr):
+    """``exp(u)·sigmoid(-u)·rest`` as ``sigmoid(u)·rest``."""
+    exp_factor, sigmoid_factor = _exp_sigmoid_pair(expr)
+    rest = [f for f in expr.args if f is not exp_factor and f is not sigmoid_factor]
+    return sympy.Mul(sigmoid(exp_factor.args[0]), *rest)
+
 
 # Fused bodies larger than this are only tidied, not put through sympy.simplify (slow).
 SIMPLIFY_MAX_OPS = 60

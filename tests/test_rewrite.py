@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import sympy
 
 import symbackprop as sb
 from symbackprop.graph import topological_order
@@ -93,3 +94,17 @@ def test_naive_log_of_softmax_is_stabilised_after_fusion():
     np.testing.assert_allclose(
         sb.evaluate(result.outputs[0], {v: np.array([[1000.0, 0.0, 0.0]])}), [[0.0, -1000.0, -1000.0]]
     )
+
+
+def test_exp_over_one_plus_exp_becomes_sigmoid_even_inside_a_product():
+    # SymPy's derivative of log(1 + e^t) is e^t/(e^t + 1); left as e^t·sigmoid(-t) it
+    # overflows in float32 for large t, so the rewrite must reach sigmoid(t).
+    t = sympy.Symbol("t", real=True)
+    smooth = sb.function("smooth", sympy.log(1 + sympy.exp(t)), [t])
+    x, y = sb.input("x", (None,)), sb.input("y", (None,))
+    derivative = sb.grad(smooth(x).sum(), x)
+    assert str(sb.formula(sb.simplify(derivative).outputs)) == "∂L/∂x = sigmoid(x)"
+    scaled = sb.simplify(x * sb.exp(y) / (1 + sb.exp(y)))
+    assert str(sb.formula(scaled.outputs)) == "y = x ⊙ sigmoid(y)"
+    big = np.array([-100.0, 0.0, 100.0], dtype=np.float32)
+    np.testing.assert_allclose(sb.compile(derivative, [x])(big), [0.0, 0.5, 1.0], atol=1e-30)
