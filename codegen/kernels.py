@@ -43,6 +43,18 @@ def row_major_strides(shape) -> tuple[sympy.Expr, ...]:
     return tuple(reversed(strides))
 
 
+def at_batch(size, batch: int) -> int:
+    """A size, stride or offset (an int or a polynomial in ``n``) at one batch size.
+
+    >>> at_batch(3 * N + 1, 2), at_batch(5, 2)
+    (7, 5)
+    """
+    if isinstance(size, int):
+        return size
+    # xreplace, not subs: verification evaluates thousands of these, and subs is ten times slower.
+    return int(sympy.sympify(size).xreplace({N: batch}))
+
+
 @dataclass(frozen=True)
 class View:
     """A strided window on a buffer."""
@@ -62,9 +74,9 @@ class View:
 
     def extent(self, batch: int) -> tuple[int, int]:
         """The lowest and highest element this view touches, for a batch size."""
-        low = high = int(sympy.sympify(self.offset).subs(N, batch))
+        low = high = at_batch(self.offset, batch)
         for dim, stride in zip(self.shape, self.strides):
-            reach = (int(sympy.sympify(dim).subs(N, batch)) - 1) * int(sympy.sympify(stride).subs(N, batch))
+            reach = (at_batch(dim, batch) - 1) * at_batch(stride, batch)
             low, high = (low + reach, high) if reach < 0 else (low, high + reach)
         return low, high
 
@@ -258,7 +270,7 @@ class Program:
                     raise ValueError(f"kernel '{kernel}' reads {view.buffer.name} before it is written")
                 for batch in (1, 2, 37):
                     low, high = view.extent(batch)
-                    size = int(sympy.sympify(view.buffer.size).subs(N, batch))
+                    size = at_batch(view.buffer.size, batch)
                     if low < 0 or high >= size:
                         raise ValueError(
                             f"kernel '{kernel}': the view {view} leaves its buffer (size {size}) at n={batch}"

@@ -21,14 +21,21 @@ from .scalar import ScalarFunction, real_symbols, sigmoid, softplus
 
 # -- scalar rules: identities that make a fused body numerically stable ----------------------------
 _u, _v = sympy.Wild("u"), sympy.Wild("v")
-BODY_RULES: tuple[tuple[str, sympy.Expr, sympy.Expr], ...] = (
-    ("log_sigmoid", sympy.log(sigmoid(_u)), -softplus(-_u)),
-    ("log_one_minus_sigmoid", sympy.log(1 - sigmoid(_u)), -softplus(_u)),
-    ("softplus", sympy.log(1 + sympy.exp(_u)), softplus(_u)),
-    ("sigmoid", 1 / (1 + sympy.exp(-_u)), sigmoid(_u)),
+# (name, pattern, replacement, functions the body must contain for the pattern to match):
+# matching is slow, so a body without those functions is not searched at all.
+BODY_RULES: tuple[tuple[str, object, object, tuple[type, ...]], ...] = (
+    ("log_sigmoid", sympy.log(sigmoid(_u)), -softplus(-_u), (sympy.log, sigmoid)),
+    ("log_one_minus_sigmoid", sympy.log(1 - sigmoid(_u)), -softplus(_u), (sympy.log, sigmoid)),
+    ("softplus", sympy.log(1 + sympy.exp(_u)), softplus(_u), (sympy.log, sympy.exp)),
+    ("sigmoid", 1 / (1 + sympy.exp(-_u)), sigmoid(_u), (sympy.exp,)),
     # e^u/(1 + e^u) matches the rule above as e^u·sigmoid(−u), which overflows for large u.
-    ("sigmoid", lambda e: _exp_sigmoid_pair(e) is not None, lambda e: _merge_exp_sigmoid(e)),
-    ("log_softmax", sympy.log(sympy.exp(_u) / _v), _u - sympy.log(_v)),
+    (
+        "sigmoid",
+        lambda e: _exp_sigmoid_pair(e) is not None,
+        lambda e: _merge_exp_sigmoid(e),
+        (sympy.exp, sigmoid),
+    ),
+    ("log_softmax", sympy.log(sympy.exp(_u) / _v), _u - sympy.log(_v), (sympy.log, sympy.exp)),
 )
 
 
@@ -52,6 +59,9 @@ def _merge_exp_sigmoid(expr):
 
 # Fused bodies larger than this are only tidied, not put through sympy.simplify (slow).
 SIMPLIFY_MAX_OPS = 60
+# A body composed with its producers is simplified only up to this size, to see whether
+# recomputing the producers cancels work (σ·(1 − σ)·(y/σ − ...) becomes y − σ).
+COMPOSE_SIMPLIFY_MAX_OPS = 30
 
 
 @dataclass
@@ -274,7 +284,9 @@ def _apply_body_rules(body: sympy.Expr, log) -> sympy.Expr:
 @functools.lru_cache(maxsize=4096)  # unrolled layers repeat their bodies; pattern matching is slow
 def _body_rules_applied(body: sympy.Expr) -> tuple[sympy.Expr, tuple[RewriteStep, ...]]:
     steps = []
-    for name, pattern, replacement in BODY_RULES:
+    for name, pattern, replacement, requires in BODY_RULES:
+        if not all(body.has(function) for function in requires):
+            continue
         rewritten = body.replace(pattern, replacement)
         if rewritten != body:
             steps.append(RewriteStep(name, str(body), str(rewritten)))
@@ -308,6 +320,8 @@ def stabilise_bodies(outputs, log):
         steps: list[RewriteStep] = []
         body = _apply_body_rules(fn.body, steps)
         if not steps:
+            if sympy.count_ops(fn.body) > COMPOSE_SIMPLIFY_MAX_OPS:
+                return None  # a large composition rarely cancels, and trying costs ~0.1 s
             body = _simplify(fn.body)
             if cost(body) >= cost(node.attrs["fn"].body):
                 return None  # recomputing the producers buys neither stability nor work
