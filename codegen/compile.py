@@ -13,7 +13,7 @@ from .emit import emit_program
 from .expr import FAST
 from .jit import compile_ir
 from .lower import lower
-from .runtime import BoundProgram, Inspectable, check_call, native_entry
+from .runtime import BoundProgram, CallChecks, Inspectable, native_entry
 
 
 def check_inputs(outputs: Sequence[Tensor], inputs: Sequence[Tensor]) -> list[Tensor]:
@@ -58,16 +58,16 @@ class CompiledFunction(Inspectable):
         self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)
         self.params = [b for b in self.program.buffers if b.role == "param"]
         self.input_buffers = self.program.inputs
+        self.checks = CallChecks(self.inputs, self.program.index_checks)
 
     def __call__(self, *arrays):
-        arrays, batch = check_call(self.inputs, arrays, self.program.index_checks)
+        arrays, batch = self.checks(arrays)
         bound = self.bound
         bound.prepare(batch)
         for buffer, array in zip(self.input_buffers, arrays):
             bound.bind(buffer, array)
-        for buffer in self.params:
-            if bound.bound.get(buffer.slot) is not buffer.node.value:
-                bound.bind(buffer, buffer.node.value)
+        for buffer in self.params:  # read at every call: a param's value may have been replaced
+            bound.bind(buffer, buffer.node.value)
         results = bound.outputs(batch)
         bound.run(batch)
         return results[0] if self.single else results

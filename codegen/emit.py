@@ -3,7 +3,8 @@
 Each kernel becomes a function of its buffers (``noalias`` pointers: distinct buffers
 never overlap), the batch size and an error-status pointer; ``run(table, n)`` loads the
 buffer addresses from a table and calls the kernels in order, returning the status (0 when
-every index was in range). Loops are plain scalar loop nests with unit-stride innermost
+every index was in range; a table with an empty slot runs no kernel and returns
+``STATUS_UNBOUND``). Loops are plain scalar loop nests with unit-stride innermost
 loops, which LLVM's loop vectorizer widens; maths comes from :mod:`codegen.expr`.
 ``emitters`` maps each kernel class to its emitter.
 """
@@ -37,7 +38,9 @@ from .library import declare_matmul
 I32, I64 = ir.IntType(32), ir.IntType(64)
 I8P = ir.IntType(8).as_pointer()
 ELEMENT = {"float32": ir.FloatType(), "float64": ir.DoubleType(), "int64": I64}
+# Status bits returned by ``run`` (``epoch`` returns their union over its minibatches).
 STATUS_INDEX_OUT_OF_RANGE = 1
+STATUS_UNBOUND = 2
 
 
 def element_type(dtype: str) -> ir.Type:
@@ -407,9 +410,15 @@ def emit_program(program: Program, name: str = "run", flags=FAST) -> ir.Module:
     status = builder.alloca(I32)
     builder.store(ir.Constant(I32, 0), status)
     pointers = {}
+    unbound = ir.Constant(ir.IntType(1), 0)
     for buffer in program.buffers:
         raw = builder.load(builder.gep(table, [ir.Constant(I64, buffer.slot)]))
+        unbound = builder.or_(unbound, builder.icmp_unsigned("==", raw, ir.Constant(I8P, None)))
         pointers[buffer] = builder.bitcast(raw, element_type(buffer.dtype).as_pointer())
+    # A null address would have the kernels write through it: return before any of them
+    # runs (a compare per buffer, where a check of the table in Python costs a microsecond).
+    with builder.if_then(unbound, likely=False):
+        builder.ret(ir.Constant(I32, STATUS_UNBOUND))
     emitted: dict[str, ir.Function] = {}
     for index, kernel in enumerate(program.kernels):
         buffers = list(dict.fromkeys(kernel_buffers(kernel)))

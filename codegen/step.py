@@ -19,7 +19,7 @@ from .epoch import emit_epoch
 from .expr import FAST
 from .jit import compile_ir
 from .lower import lower
-from .runtime import BoundProgram, Inspectable, address, check_call, native_entry
+from .runtime import BoundProgram, CallChecks, Inspectable, address, check_call, native_entry
 
 
 class CompiledStep(Inspectable):
@@ -76,39 +76,43 @@ class CompiledStep(Inspectable):
         self._epoch = self.compiled.function(
             "epoch", ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, *[ctypes.c_void_p] * 5
         )
+        self.checks = CallChecks(self.inputs, self.program.index_checks)
+        buffers = {b.node: b for b in self.program.buffers if b.node is not None}
+        self._input_buffers = [buffers[n] for n in self.inputs]
+        # Bound at every call, as the user may replace them: params (and frozen ones) by their
+        # .value, optimizer states by their entry in ``state``. Absent ones the loss never reads.
+        self._param_buffers = [(buffers[p], p) for p in self.params + self.frozen if p in buffers]
+        self._state_buffers = [(buffers[n], key) for key, n in self.state_inputs.items() if n in buffers]
+        # Bound once: the step number and the loss, which the caller reads as a float.
         self._step_value = np.zeros((), dtype=np.float64)
-        self._buffers = {b.node: b for b in self.program.buffers if b.node is not None}
+        if self.step_input is not None and self.step_input in buffers:
+            self.bound.bind(buffers[self.step_input], self._step_value)
+        loss_view = self.program.outputs[0]
+        self._loss = np.zeros((), dtype=loss_view.dtype)
+        self.bound.bind(loss_view.buffer, self._loss)
 
     def _bind_model(self, batch: int) -> None:
-        """Point the table at the params, the optimizer state and the step number; arrays that
-        are still the ones bound last time keep their entries (reading an address costs ~1 µs)."""
+        """Point the table at the params and the optimizer state; arrays that are still the
+        ones bound last time keep their entries."""
         bound = self.bound
         bound.prepare(batch)
-        for buffer, array in self._model_arrays():
-            if bound.bound.get(buffer.slot) is not array:
-                bound.bind(buffer, array)
-
-    def _model_arrays(self):
-        for p in self.params + self.frozen:
-            if p in self._buffers:
-                yield self._buffers[p], p.value
-        for key, node in self.state_inputs.items():
-            if node in self._buffers:
-                yield self._buffers[node], self.state[key]
-        if self.step_input is not None and self.step_input in self._buffers:
-            yield self._buffers[self.step_input], self._step_value
+        for buffer, param in self._param_buffers:
+            bound.bind(buffer, param.value)
+        state = self.state
+        for buffer, key in self._state_buffers:
+            bound.bind(buffer, state[key])
 
     def __call__(self, *arrays) -> float:
         """One step on one minibatch; returns the loss before the update."""
-        arrays, batch = check_call(self.inputs, arrays, self.program.index_checks)
+        arrays, batch = self.checks(arrays)
         self._bind_model(batch)
-        for node, array in zip(self.inputs, arrays):
-            self.bound.bind(self._buffers[node], array)
-        (loss,) = self.bound.outputs(batch)
+        bind = self.bound.bind
+        for buffer, array in zip(self._input_buffers, arrays):
+            bind(buffer, array)
         self.steps += 1
         self._step_value[()] = self.steps
         self.bound.run(batch)
-        return float(loss)
+        return float(self._loss)
 
     def epoch(self, *arrays, batch_size: int = 32, shuffle: bool = True, seed: int | None = None) -> float:
         """Steps over every minibatch of the data in one native call; returns the mean loss.
@@ -127,9 +131,8 @@ class CompiledStep(Inspectable):
         order = order.astype(np.int64)
         self._bind_model(batch)
         staging = [np.empty((batch, *a.shape[1:]), dtype=a.dtype) for a in arrays]
-        for node, array in zip(self.inputs, staging):
-            self.bound.bind(self._buffers[node], array)
-        self.bound.outputs(batch)
+        for buffer, array in zip(self._input_buffers, staging):
+            self.bound.bind(buffer, array)
         sources = np.array([address(a) for a in arrays], dtype=np.uint64)
         row_bytes = np.array([a[0].nbytes if a.ndim > 1 else a.itemsize for a in arrays], dtype=np.int64)
         counter = np.array([float(self.steps)])
@@ -147,7 +150,7 @@ class CompiledStep(Inspectable):
         self.steps = int(counter[0])
         self._step_value[()] = self.steps
         if status:
-            raise IndexError("an index or label was out of range in a compiled gather or one_hot")
+            self.bound.raise_status(status)
         return float(losses[0] / count)
 
 
