@@ -16,7 +16,7 @@ def _mlp():
     return nn.Sequential(nn.Dense(4, 8, activation="tanh", seed=0), nn.ReLU(), nn.Dense(8, 3, seed=1))
 
 
-class Autoencoder(nn.Module):
+class Bottleneck(nn.Module):
     def __init__(self, features, code):
         self.encoder = nn.Dense(features, code, activation="tanh", seed=0)
         self.decoder = nn.Dense(code, features, seed=1)
@@ -35,7 +35,7 @@ def test_sequential_parameters_are_qualified_by_position_and_numbered_by_layer()
 
 
 def test_plain_composition_names_parameters_by_attribute():
-    model = Autoencoder(5, 2)
+    model = Bottleneck(5, 2)
     assert {name: p.label for name, p in model.parameters().items()} == {
         "encoder.W": "W1",
         "encoder.b": "b1",
@@ -46,7 +46,7 @@ def test_plain_composition_names_parameters_by_attribute():
 
 
 def test_nesting_numbers_layers_across_the_whole_model_and_keeps_their_values():
-    inner = Autoencoder(5, 2)
+    inner = Bottleneck(5, 2)
     before = inner.encoder.W.value.copy()
     model = nn.Sequential(nn.Dense(3, 5, seed=2), inner, nn.Dense(5, 1, name="out"))
     labels = {name: p.label for name, p in model.parameters().items()}
@@ -99,7 +99,7 @@ def test_seeds_make_initial_values_reproducible():
 
 
 def test_train_and_eval_are_recursive_and_return_the_module():
-    model = nn.Sequential(Autoencoder(3, 2), nn.Dense(3, 1))
+    model = nn.Sequential(Bottleneck(3, 2), nn.Dense(3, 1))
     assert all(m.training for m in model.modules())
     assert model.eval() is model
     assert not any(m.training for m in model.modules())
@@ -131,7 +131,7 @@ def test_descriptions_tell_architectures_apart():
     assert _mlp().describe() == _mlp().describe()
     assert nn.Dense(4, 8).describe() != nn.Dense(4, 9).describe()
     assert nn.RNN(2, 3).describe() != nn.RNN(2, 3, return_sequences=True).describe()
-    assert Autoencoder(5, 2).describe()["args"] == {"features": 5, "code": 2}
+    assert Bottleneck(5, 2).describe()["args"] == {"features": 5, "code": 2}
 
 
 def test_a_user_function_activation_survives_the_round_trip():
@@ -163,10 +163,10 @@ def test_build_names_unknown_and_ambiguous_classes(monkeypatch):
 
 
 def test_repr_is_nested():
-    assert repr(nn.Sequential(nn.Dense(4, 8, activation="tanh"), Autoencoder(8, 2), nn.Dense(8, 1))) == (
+    assert repr(nn.Sequential(nn.Dense(4, 8, activation="tanh"), Bottleneck(8, 2), nn.Dense(8, 1))) == (
         "Sequential(\n"
         "  (0): Dense(4 -> 8, activation=tanh)\n"
-        "  (1): Autoencoder(\n"
+        "  (1): Bottleneck(\n"
         "    features=8, code=2\n"
         "    (encoder): Dense(8 -> 2, activation=tanh)\n"
         "    (decoder): Dense(2 -> 8)\n"
