@@ -222,7 +222,10 @@ class Trainer:
                 history.append(logs)
                 for callback in callbacks:
                     callback.on_epoch_end(self, self.epochs_done, logs)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k not in ("epoch", "time")}, refresh=False)
+                if not bar.disable:  # formatting the postfix costs more than a small epoch's Python
+                    bar.set_postfix(
+                        {k: f"{v:.4f}" for k, v in logs.items() if k not in ("epoch", "time")}, refresh=False
+                    )
                 bar.update()
                 if self.stop_training:
                     break
