@@ -274,11 +274,11 @@ def formulas(args) -> int:
     return 0
 
 
-def bench(args) -> int:
+def bench(options: list[str]) -> int:
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_training.py"
     if not script.is_file():
         raise UsageError(f"the benchmark script is part of a source checkout; {script} was not found")
-    return subprocess.call([sys.executable, str(script), *args.options])
+    return subprocess.call([sys.executable, str(script), *options])
 
 
 # -- the parser -------------------------------------------------------------------------------------
@@ -329,7 +329,7 @@ def parser() -> argparse.ArgumentParser:
 
     timing = commands.add_parser("bench", help="run the training benchmark against the installed peers")
     timing.add_argument("options", nargs=argparse.REMAINDER, help="passed to benchmarks/bench_training.py (try --help)")
-    timing.set_defaults(handler=bench)
+    timing.set_defaults(handler=lambda args: bench(args.options))
     return top
 
 
@@ -339,7 +339,10 @@ USER_ERRORS = (UsageError, GraphError, CheckpointError, datasets.DataError, File
 
 def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv[:1] == ["bench"]:
+            return bench(argv[1:])  # every option, --help included, is the benchmark script's
         args = parser().parse_args(argv)
         return args.handler(args)
     except USER_ERRORS as error:

@@ -130,3 +130,11 @@ def test_installed_command_runs_as_a_process():
     )
     assert result.returncode == 0, result.stderr
     assert "∂L/∂W1" in result.stdout
+
+
+def test_bench_passes_every_option_to_the_benchmark_script():
+    result = subprocess.run(
+        [sys.executable, "-m", "symbackprop.cli", "bench", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "bench_training.py" in result.stdout and "--quick" in result.stdout
