@@ -24,7 +24,7 @@ from symbackprop.evaluate import batch_size_of, check_input_value
 from symbackprop.graph import Tensor
 
 from .emit import STATUS_INDEX_OUT_OF_RANGE, STATUS_UNBOUND
-from .kernels import N, Program
+from .kernels import N, Program, View
 from .parallel import matmul_workspace_elements
 
 ALIGNMENT = 64
@@ -171,7 +171,8 @@ class BoundProgram:
         # may use them, and compared with the next call's to skip binding the same array again.
         self.held: list[np.ndarray | None] = [None] * len(self.table)
         self.arena: np.ndarray | None = None
-        self.output_shapes: dict[int, list[tuple[int, ...]]] = {}
+        self.output_batch: int | None = None  # the batch size output_plan is for
+        self.output_plan: list[tuple[int, tuple[int, ...], np.dtype]] = []  # (slot, shape, dtype)
         for buffer in program.buffers:
             if buffer.role == "const":
                 self.table[buffer.slot] = address(buffer.node.value)
@@ -218,16 +219,20 @@ class BoundProgram:
 
     def outputs(self, batch: int) -> list[np.ndarray]:
         """Fresh arrays for the results, bound to the output buffers."""
-        shapes = self.output_shapes.get(batch)
-        if shapes is None:  # SymPy's subs costs tens of µs: once per batch size, not per call
-            shapes = [tuple(int(sympy.sympify(d).subs(N, batch)) for d in v.shape) for v in self.program.outputs]
-            self.output_shapes = {batch: shapes}
-        arrays = []
-        for view, shape in zip(self.program.outputs, shapes):
-            array = np.empty(shape, dtype=view.dtype)
-            self.bind(view.buffer, array)
+        if self.output_batch != batch:
+            self.output_plan = [(v.buffer.slot, shape, np.dtype(v.dtype)) for v, shape in self.output_shapes(batch)]
+            self.output_batch = batch
+        held, table, arrays = self.held, self.table, []
+        for slot, shape, dtype in self.output_plan:  # bind() inlined: a new array needs its address
+            array = np.empty(shape, dtype)
+            held[slot] = array
+            table[slot] = address(array)
             arrays.append(array)
         return arrays
+
+    def output_shapes(self, batch: int) -> list[tuple[View, tuple[int, ...]]]:
+        """Each output view with its shape at this batch size (SymPy's subs: tens of µs)."""
+        return [(v, tuple(int(sympy.sympify(d).subs(N, batch)) for d in v.shape)) for v in self.program.outputs]
 
     def run(self, batch: int) -> None:
         """One native call of the program; raises if it reports an error."""
