@@ -19,7 +19,7 @@ from .epoch import emit_epoch
 from .expr import FAST
 from .jit import compile_ir
 from .lower import lower
-from .runtime import BoundProgram, CallChecks, Inspectable, address, check_call, native_entry
+from .runtime import BoundProgram, CallChecks, Inspectable, address, native_entry
 
 
 class CompiledStep(Inspectable):
@@ -90,6 +90,18 @@ class CompiledStep(Inspectable):
         loss_view = self.program.outputs[0]
         self._loss = np.zeros((), dtype=loss_view.dtype)
         self.bound.bind(loss_view.buffer, self._loss)
+        # The epoch's own arguments, allocated once: the data's addresses and row sizes, the
+        # step counter and the loss total; its data set's checks, apart from a step's.
+        self._epoch_checks = CallChecks(self.inputs, self.program.index_checks)
+        self._epoch_arguments = (
+            np.zeros(len(self.inputs), np.uint64),
+            np.zeros(len(self.inputs), np.int64),
+            np.zeros(1),
+            np.zeros(1),
+        )
+        self._epoch_addresses = [address(a) for a in self._epoch_arguments]
+        self._staging_key: tuple | None = None
+        self._staging_arrays: list[np.ndarray] = []
 
     def _bind_model(self, batch: int) -> None:
         """Point the table at the params and the optimizer state; arrays that are still the
@@ -125,33 +137,32 @@ class CompiledStep(Inspectable):
                 raise GraphError(f"epoch: input {node.label!r} needs the batch dimension first, got {node.shape}")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise GraphError(f"epoch: batch_size must be a positive int, got {batch_size!r}")
-        arrays, count = check_call(self.inputs, arrays, self.program.index_checks)
+        arrays, count = self._epoch_checks(arrays)
         batch = min(int(batch_size), count)
         order = np.random.default_rng(seed).permutation(count) if shuffle else np.arange(count)
-        order = order.astype(np.int64)
+        order = order.astype(np.int64, copy=False)
         self._bind_model(batch)
-        staging = [np.empty((batch, *a.shape[1:]), dtype=a.dtype) for a in arrays]
-        for buffer, array in zip(self._input_buffers, staging):
+        for buffer, array in zip(self._input_buffers, self._staging(batch, arrays)):
             self.bound.bind(buffer, array)
-        sources = np.array([address(a) for a in arrays], dtype=np.uint64)
-        row_bytes = np.array([a[0].nbytes if a.ndim > 1 else a.itemsize for a in arrays], dtype=np.int64)
-        counter = np.array([float(self.steps)])
-        losses = np.zeros(1)
-        status = self._epoch(
-            self.bound.table_address,
-            batch,
-            count,
-            address(order),
-            address(sources),
-            address(row_bytes),
-            address(counter),
-            address(losses),
-        )
+        sources, row_bytes, counter, losses = self._epoch_arguments
+        sources[:] = [address(a) for a in arrays]
+        row_bytes[:] = [a[0].nbytes if a.ndim > 1 else a.itemsize for a in arrays]
+        counter[0], losses[0] = self.steps, 0.0
+        status = self._epoch(self.bound.table_address, batch, count, address(order), *self._epoch_addresses)
         self.steps = int(counter[0])
         self._step_value[()] = self.steps
         if status:
             self.bound.raise_status(status)
         return float(losses[0] / count)
+
+    def _staging(self, batch: int, arrays) -> list[np.ndarray]:
+        """Buffers for one minibatch of each input, which the epoch's native loop fills; kept
+        while the batch size and the data's rows stay the same."""
+        key = (batch, [(a.shape[1:], a.dtype) for a in arrays])
+        if self._staging_key != key:
+            self._staging_arrays = [np.empty((batch, *a.shape[1:]), dtype=a.dtype) for a in arrays]
+            self._staging_key = key
+        return self._staging_arrays
 
 
 def _step_number_read(loss: Tensor, inputs: Sequence[Tensor], optimizer_step: Tensor | None) -> Tensor | None:

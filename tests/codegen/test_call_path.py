@@ -114,3 +114,18 @@ def test_an_empty_slot_is_refused_by_the_generated_code():
     np.testing.assert_array_equal(W.value, before)  # no kernel ran
     with pytest.raises(RuntimeError, match=r"nothing bound to \['W'\]"):
         step.epoch(X, Y, batch_size=2)
+
+
+def test_epochs_over_changing_data_and_batch_sizes_match_steps_called_one_by_one():
+    by_epoch, by_step = classifier(), classifier()
+    epochs = sb.compile_step(by_epoch[4], by_epoch[:2], by_epoch[2:4], sb.optim.Momentum(lr=0.1))
+    steps = sb.compile_step(by_step[4], by_step[:2], by_step[2:4], sb.optim.Momentum(lr=0.1))
+    X, Y = data(7, seed=3)
+    for rows, batch in ((7, 3), (5, 2), (5, 2), (7, 7), (6, 4)):
+        X[:] += 0.25  # the same data set changed in place between epochs
+        Xs, Ys = X[:rows], Y[:rows]
+        mean = epochs.epoch(Xs, Ys, batch_size=batch, shuffle=False)
+        losses = [steps(Xs[i : i + batch], Ys[i : i + batch]) * len(Ys[i : i + batch]) for i in range(0, rows, batch)]
+        assert mean == pytest.approx(sum(losses) / rows, rel=1e-6)
+        np.testing.assert_allclose(by_epoch[2].value, by_step[2].value, rtol=1e-6)
+    assert epochs.steps == steps.steps == 3 + 3 + 3 + 1 + 2
