@@ -22,6 +22,7 @@ from .expr import FAST, ExprEmitter, emit_index
 from .kernels import (
     Copy,
     Fill,
+    FusedMap,
     Gather,
     Map,
     MapReduce,
@@ -230,6 +231,49 @@ def _map_reduce(kb: KernelBuilder, kernel: MapReduce) -> None:
     _reduction(kb, kernel, value)
 
 
+def _fused_map(kb: KernelBuilder, kernel: FusedMap) -> None:
+    """The members of a fused kernel in one loop over its elements. A kept buffer's values
+    pass from member to member in registers; each view read from memory is loaded once per
+    element; a reduction adds into its output, which LLVM keeps in a register."""
+    b = kb.builder
+    kept = {id(buffer) for buffer in kernel.kept}
+    starts = {view: kb.index(view.offset) for view in [*kernel.inputs, *kernel.results]}
+    reductions = (Reduce, MapReduce)
+    for member in kernel.members:
+        if isinstance(member, reductions):
+            identity = ir.Constant(element_type(member.out.dtype), REDUCTIONS[member.op][0])
+            kb.store(member.out, starts[member.out], identity)
+
+    def element(i):
+        loaded, registers = {}, {}
+
+        def read(view: View, dtype: str) -> ir.Value:
+            if id(view.buffer) in kept:
+                value, source = registers[id(view.buffer)]
+            else:
+                if view not in loaded:
+                    loaded[view] = kb.load(view, b.add(starts[view], i))
+                value, source = loaded[view], view.dtype
+            return convert(b, value, source, dtype)
+
+        for member in kernel.members:
+            dtype = member.out.dtype
+            if isinstance(member, Reduce):
+                value = read(member.src, dtype)
+            else:
+                env = {s: read(v, dtype) for s, v in zip(member.fn.symbols, member.inputs)}
+                value = ExprEmitter(b, element_type(dtype), env, kb.flags)(member.fn.body)
+            if id(member.out.buffer) in kept:
+                registers[id(member.out.buffer)] = (value, dtype)
+            elif isinstance(member, reductions):
+                at = starts[member.out]
+                kb.store(member.out, at, REDUCTIONS[member.op][1](b, kb.flags, kb.load(member.out, at), value))
+            else:
+                kb.store(member.out, b.add(starts[member.out], i), value)
+
+    kb.loop(kb.index(kernel.size), element)
+
+
 REDUCTIONS = {  # op: (identity, combine(builder, flags, accumulated, new))
     "sum": (0.0, lambda b, flags, x, y: b.fadd(x, y, flags=flags)),
     "max": (float("-inf"), lambda b, flags, x, y: b.select(b.fcmp_unordered(">", y, x), y, x)),
@@ -388,6 +432,7 @@ emitters = {
     Matmul: _matmul,
     Reduce: _reduce,
     MapReduce: _map_reduce,
+    FusedMap: _fused_map,
     Gather: _gather,
     ScatterAdd: _scatter_add,
     OneHot: _one_hot,
@@ -397,6 +442,7 @@ emitters = {
 
 def kernel_buffers(kernel) -> list:
     views = [v for v in vars(kernel).values() if isinstance(v, View)] + list(getattr(kernel, "inputs", []))
+    views += getattr(kernel, "results", [])  # a fused kernel's outputs
     work = [kernel.work] if getattr(kernel, "work", None) is not None else []
     return [v.buffer for v in views] + work
 

@@ -234,7 +234,50 @@ class RandomUniform:
         return f"random-uniform {self.out} = U(seed {self.seed}, {self.counter})"
 
 
-KERNELS = (Map, Copy, Fill, Matmul, Reduce, MapReduce, Gather, ScatterAdd, OneHot, RandomUniform)
+@dataclass
+class FusedMap:
+    """Maps and full reductions over one contiguous iteration space, in one loop.
+
+    ``members`` (each a :class:`Map`, or a :class:`Reduce` or :class:`MapReduce` to a
+    scalar) run in order for
+    each element ``i`` of ``size``; every view they use is contiguous with ``size``
+    elements, so each reads and writes its element ``i``. Buffers in ``kept`` are written by
+    one member and read by later ones within the same element: their values stay in
+    registers and never go to memory (a sigmoid read by a loss and by its gradient is
+    computed once). ``inputs`` are the views read from memory, ``results`` those written;
+    ``out`` is the first result.
+
+    ``str`` shows the members as they were before fusion, under one header.
+    """
+
+    inputs: list[View]
+    results: list[View]
+    members: list
+    kept: list[Buffer]
+    size: sympy.Expr
+
+    @property
+    def out(self) -> View:
+        return self.results[0]
+
+    def __str__(self) -> str:
+        kept = ", ".join(b.name for b in self.kept)
+        lines = [f"fused over {self.size} elements ({kept} in registers):"]
+        return "\n    ".join(lines + [str(m) for m in self.members])
+
+
+KERNELS = (Map, Copy, Fill, Matmul, Reduce, MapReduce, Gather, ScatterAdd, OneHot, RandomUniform, FusedMap)
+
+
+def kernel_results(kernel) -> list[View]:
+    """The views a kernel writes: its ``out``, and for a fused kernel every result."""
+    return getattr(kernel, "results", None) or [kernel.out]
+
+
+def kernel_reads(kernel) -> list[Buffer]:
+    """The buffers a kernel reads (its ``inputs`` and any other view but ``out``)."""
+    views = [v for name, v in vars(kernel).items() if isinstance(v, View) and name != "out"]
+    return [v.buffer for v in views + list(getattr(kernel, "inputs", []))]
 
 
 @dataclass
@@ -264,9 +307,10 @@ class Program:
         for kernel in self.kernels:
             if not isinstance(kernel, KERNELS):
                 raise TypeError(f"unknown kernel {kernel!r}")
+            results = kernel_results(kernel)
             views = [v for v in vars(kernel).values() if isinstance(v, View)] + list(getattr(kernel, "inputs", []))
-            for view in views:
-                if view is not kernel.out and view.buffer not in ready:
+            for view in views + results:
+                if all(view is not r for r in results) and view.buffer not in ready:
                     raise ValueError(f"kernel '{kernel}' reads {view.buffer.name} before it is written")
                 for batch in (1, 2, 37):
                     low, high = view.extent(batch)
@@ -275,4 +319,4 @@ class Program:
                         raise ValueError(
                             f"kernel '{kernel}': the view {view} leaves its buffer (size {size}) at n={batch}"
                         )
-            ready.add(kernel.out.buffer)
+            ready.update(r.buffer for r in results)

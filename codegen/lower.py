@@ -16,6 +16,7 @@ from symbackprop.graph import Tensor, topological_order
 from symbackprop.ops import PRIMITIVES
 from symbackprop.scalar import ScalarFunction
 
+from .fusion import fuse_elementwise
 from .kernels import (
     Buffer,
     Copy,
@@ -31,6 +32,8 @@ from .kernels import (
     Reduce,
     ScatterAdd,
     View,
+    kernel_reads,
+    kernel_results,
 )
 
 
@@ -312,6 +315,7 @@ def lower(outputs: Sequence[Tensor], inputs: Sequence[Tensor], in_place: dict | 
     program = Program(
         ctx.buffers, ctx.kernels, [input_views[i].buffer for i in inputs], result, _unique(ctx.index_checks)
     )
+    fuse_elementwise(program)
     program.verify()
     plan_memory(program)
     program.verify()
@@ -385,10 +389,7 @@ def _unique(items):
     return list(dict.fromkeys(items))
 
 
-def _reads(kernel) -> list[Buffer]:
-    views = [v for name, v in vars(kernel).items() if isinstance(v, View) and name != "out"]
-    views += getattr(kernel, "inputs", [])
-    return [v.buffer for v in views]
+_reads = kernel_reads
 
 
 def plan_memory(program: Program) -> None:
@@ -401,9 +402,11 @@ def plan_memory(program: Program) -> None:
     last_use: dict[Buffer, int] = {}
     first_write: dict[Buffer, int] = {}
     for step, kernel in enumerate(program.kernels):
-        for buffer in [*_reads(kernel), kernel.out.buffer]:
+        written = [view.buffer for view in kernel_results(kernel)]
+        for buffer in [*_reads(kernel), *written]:
             last_use[buffer] = step
-        first_write.setdefault(kernel.out.buffer, step)
+        for buffer in written:
+            first_write.setdefault(buffer, step)
     free: dict[tuple, list[Buffer]] = {}
     replacement: dict[Buffer, Buffer] = {}
     releases: dict[int, list[Buffer]] = {}
@@ -411,26 +414,33 @@ def plan_memory(program: Program) -> None:
         if buffer.role == "temp":
             releases.setdefault(step, []).append(buffer)
     for step, kernel in enumerate(program.kernels):
-        buffer = kernel.out.buffer
-        if buffer.role == "temp" and first_write.get(buffer) == step and buffer not in replacement:
-            pool = free.get((buffer.dtype, buffer.size))
-            if pool:
-                replacement[buffer] = pool.pop()
+        for buffer in [view.buffer for view in kernel_results(kernel)]:
+            if buffer.role == "temp" and first_write.get(buffer) == step and buffer not in replacement:
+                pool = free.get((buffer.dtype, buffer.size))
+                if pool:
+                    replacement[buffer] = pool.pop()
         for done in releases.get(step, []):
             free.setdefault((done.dtype, done.size), []).append(replacement.get(done, done))
     if not replacement:
         return
     for kernel in program.kernels:
-        for name, value in list(vars(kernel).items()):
-            if isinstance(value, View) and value.buffer in replacement:
-                setattr(kernel, name, View(replacement[value.buffer], value.shape, value.strides, value.offset))
-        if hasattr(kernel, "inputs"):  # Map and MapReduce read a list of views
-            kernel.inputs = [
-                View(replacement.get(v.buffer, v.buffer), v.shape, v.strides, v.offset) for v in kernel.inputs
-            ]
+        _move_views(kernel, replacement)
     program.buffers = [b for b in program.buffers if b not in replacement]
     for slot, buffer in enumerate(program.buffers):
         buffer.slot = slot
+
+
+def _move_views(kernel, replacement: dict) -> None:
+    """Point a kernel's views (and a fused kernel's members' views) at replacement buffers."""
+    for name, value in list(vars(kernel).items()):
+        if isinstance(value, View) and value.buffer in replacement:
+            setattr(kernel, name, View(replacement[value.buffer], value.shape, value.strides, value.offset))
+        elif name in ("inputs", "results"):  # lists of views: Map, MapReduce, FusedMap
+            moved = [View(replacement.get(v.buffer, v.buffer), v.shape, v.strides, v.offset) for v in value]
+            setattr(kernel, name, moved)
+        elif name == "members":
+            for member in value:
+                _move_views(member, replacement)
 
 
 def program_size(program: Program, batch: int) -> int:

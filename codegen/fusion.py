@@ -1,0 +1,117 @@
+"""Multi-output fusion: a map whose every reader is elementwise over the same elements runs
+in one loop with its readers, and its values stay in registers.
+
+``sum(x·sigmoid(x))`` and its gradient read ``sigmoid(x)`` twice, once in the sum and once
+in the gradient map. Lowered kernel by kernel, that is three passes over memory and a
+temporary as large as ``x``; fused, it is one pass that computes each sigmoid once, adds to
+the sum and stores the gradient. The rule applies to any producer :class:`Map` writing a
+temporary whose readers are all maps or full reductions over the same contiguous elements,
+as long as moving them next to each other changes no other kernel's reads or writes.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from .kernels import Buffer, FusedMap, Map, MapReduce, Program, Reduce, View, kernel_reads, kernel_results
+
+
+def fuse_elementwise(program: Program) -> None:
+    """Fuse every eligible producer map with its readers, in place; drops the temporaries
+    that no longer go to memory and renumbers the buffers' slots."""
+    kept: list[Buffer] = []
+    while (group := _next_group(program.kernels)) is not None:
+        fused = _fused(group)
+        kept += fused.kept
+        last = max(_position(program.kernels, k) for k in group)
+        program.kernels[last] = fused
+        program.kernels = [k for k in program.kernels if all(k is not m for m in group)]
+    if kept:
+        program.buffers = [b for b in program.buffers if all(b is not k for k in kept)]
+        for slot, buffer in enumerate(program.buffers):
+            buffer.slot = slot
+
+
+def _next_group(kernels: list) -> list | None:
+    """A producer map and its readers (in program order), fusible into one loop; or None."""
+    for start, producer in enumerate(kernels):
+        if not isinstance(producer, Map) or producer.out.buffer.role != "temp":
+            continue
+        temp = producer.out.buffer
+        users = [k for k in kernels if any(b is temp for b in _touched(k))]
+        readers = [k for k in users if k is not producer]
+        if not readers or any(any(r.buffer is temp for r in kernel_results(k)) for k in readers):
+            continue  # nothing to fuse with, or another kernel also writes the temporary
+        group = [producer, *readers]
+        size = _elements(producer.out)
+        if all(_elementwise(k, size) for k in group) and _movable(kernels, group, temp, start):
+            return group
+    return None
+
+
+def _elementwise(kernel, size) -> bool:
+    """A map over ``size`` contiguous elements, or a reduction of such elements (or of a map
+    of them) to one value."""
+    if isinstance(kernel, Map):
+        views = [kernel.out, *kernel.inputs]
+    elif isinstance(kernel, (Reduce, MapReduce)) and kernel.outer == 1 and kernel.inner == 1:
+        if not _same(kernel.size, size) or not _same(_elements(kernel.out), 1):
+            return False
+        views = member_inputs(kernel)
+    else:
+        return False
+    return all(_same(_elements(v), size) and v.is_contiguous() for v in views)
+
+
+def member_inputs(kernel) -> list[View]:
+    """The views a member of a fused kernel reads: a map's inputs, a reduction's source."""
+    return [kernel.src] if isinstance(kernel, Reduce) else list(kernel.inputs)
+
+
+def _movable(kernels: list, group: list, temp: Buffer, start: int) -> bool:
+    """Whether the group can run as one kernel at its last member's place: the members read
+    nothing another member writes (the temporary aside), and no kernel between them writes
+    what they read or write, or reads what they write."""
+    written = [r.buffer for k in group for r in kernel_results(k)]
+    read = [b for k in group for b in kernel_reads(k) if b is not temp]
+    if len({id(b) for b in written}) < len(written) or _overlap(written, read):
+        return False
+    end = max(_position(kernels, k) for k in group)
+    for other in kernels[start + 1 : end]:
+        if any(other is k for k in group):
+            continue
+        other_writes = [r.buffer for r in kernel_results(other)]
+        if _overlap(other_writes, read + written) or _overlap(kernel_reads(other), written):
+            return False
+    return True
+
+
+def _fused(group: list) -> FusedMap:
+    temp = group[0].out.buffer
+    inputs = list(dict.fromkeys(v for k in group for v in member_inputs(k) if v.buffer is not temp))
+    results = [k.out for k in group[1:]]
+    return FusedMap(inputs, results, list(group), [temp], _elements(group[0].out))
+
+
+def _touched(kernel) -> list[Buffer]:
+    return kernel_reads(kernel) + [r.buffer for r in kernel_results(kernel)]
+
+
+def _overlap(a: list[Buffer], b: list[Buffer]) -> bool:
+    ids = {id(x) for x in a}
+    return any(id(y) in ids for y in b)
+
+
+def _position(kernels: list, kernel) -> int:
+    return next(i for i, k in enumerate(kernels) if k is kernel)
+
+
+def _elements(view: View) -> sympy.Expr:
+    return sympy.Mul(*view.shape) if view.shape else sympy.Integer(1)
+
+
+def _same(a, b) -> bool:
+    return sympy.expand(sympy.sympify(a) - sympy.sympify(b)) == 0
+
+
+__all__ = ["fuse_elementwise", "member_inputs"]

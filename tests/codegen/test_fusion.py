@@ -1,0 +1,67 @@
+"""Multi-output fusion: a map read by several elementwise kernels over the same elements runs
+in one loop with them, its values in registers; everything else is left as it was."""
+
+import numpy as np
+import pytest
+
+import symbackprop as sb
+from codegen.kernels import FusedMap, Map
+
+
+def kernels(compiled, kind):
+    return [k for k in compiled.program.kernels if isinstance(k, kind)]
+
+
+@pytest.mark.parametrize("fast_math", [True, False])
+def test_a_loss_and_its_gradient_share_one_pass(fast_math):
+    x = sb.input("x", (None, 3), "float64")
+    total = (x * sb.sigmoid(x)).sum()
+    f = sb.compile([total, *sb.grad(total, [x])], inputs=[x], fast_math=fast_math)
+    (fused,) = f.program.kernels
+    assert isinstance(fused, FusedMap) and len(fused.members) == 3
+    assert "fused over 3*n elements (t1 in registers)" in f.kernel_ir
+    assert [b.role for b in f.program.buffers] == ["input", "output", "output"]  # no temporary
+    X = np.linspace(-40, 40, 21).reshape(7, 3)
+    expected = sb.evaluate([total, *sb.grad(total, [x])], {x: X})
+    for got, want in zip(f(X), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-300)
+
+
+def test_reductions_and_maps_of_several_kinds_in_one_loop():
+    x = sb.input("x", (None, 4))
+    t = sb.tanh(x * 0.5)
+    targets = [(t * t).sum(), t.max(), sb.exp(t) - 1, t * x]
+    f = sb.compile(targets, inputs=[x])
+    assert len(kernels(f, FusedMap)) == 1
+    X = np.random.default_rng(0).normal(size=(33, 4)).astype(np.float32) * 3
+    for got, want in zip(f(X), sb.evaluate(targets, {x: X})):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-5)
+
+
+def test_readers_over_other_elements_keep_the_temporary():
+    x = sb.input("x", (None, 4))
+    w = sb.param("w", (4, 2), init=np.arange(8.0).reshape(4, 2) / 8)
+    s = sb.sigmoid(x)
+    targets = [s.sum(), s @ w, (s * s).sum(axis=0)]  # a product and a reduction over rows
+    f = sb.compile(targets, inputs=[x])
+    assert not kernels(f, FusedMap)
+    assert any(isinstance(k, Map) and "sigmoid" in str(k) for k in f.program.kernels)
+    X = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+    for got, want in zip(f(X), sb.evaluate(targets, {x: X})):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_training_step_never_moves_a_read_past_the_update_it_precedes():
+    # sigmoid(w) is read by the loss's sum and by the update, which overwrites w in place and
+    # runs last, after the loss is divided by 6: fusing them would move the sum past that
+    # division, so the kernels stay apart, and the loss is read before the update.
+    w = sb.param("w", (6,), init=np.linspace(-2, 2, 6))
+    loss = (w * sb.sigmoid(w)).sum() / 6
+    step = sb.compile_step(loss, [], [w], sb.optim.SGD(lr=0.5))
+    assert not kernels(step, FusedMap)
+    v = w.value.astype(np.float64)
+    for _ in range(3):
+        sig = 1 / (1 + np.exp(-v))
+        assert step() == pytest.approx(np.sum(sig * v) / 6, rel=1e-6)
+        v = v - 0.5 * (sig + v * sig * (1 - sig)) / 6
+        np.testing.assert_allclose(w.value, v, rtol=1e-6)
