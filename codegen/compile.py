@@ -49,7 +49,7 @@ class CompiledFunction(Inspectable):
 
         def build():
             graph = simplify(self.outputs).outputs if rewrite else self.outputs
-            program = lower(graph, self.inputs)
+            program = lower(graph, self.inputs, reassociate=fast_math)
             return program, emit_program(program, flags=FAST if fast_math else ())
 
         options = f"fast_math={fast_math};rewrite={rewrite}"

@@ -289,12 +289,16 @@ lowering_rules = {
 assert set(lowering_rules) == set(PRIMITIVES), "every primitive needs a lowering rule"
 
 
-def lower(outputs: Sequence[Tensor], inputs: Sequence[Tensor], in_place: dict | None = None) -> Program:
+def lower(
+    outputs: Sequence[Tensor], inputs: Sequence[Tensor], in_place: dict | None = None, *, reassociate: bool = True
+) -> Program:
     """Lower the graph of ``outputs`` to a program.
 
     ``inputs`` fixes the order of the input buffers. ``in_place`` maps an output tensor to
     the input or param tensor whose buffer it overwrites (an optimizer's update); such a
     tensor must be made by an elementwise map, which is safe to run in place.
+    ``reassociate`` says whether the code will be compiled with fast math, under which a
+    sum may join a fused loop (see :func:`~codegen.fusion.fuse_elementwise`).
     """
     ctx = Lowering()
     in_place = dict(in_place or {})
@@ -315,7 +319,7 @@ def lower(outputs: Sequence[Tensor], inputs: Sequence[Tensor], in_place: dict | 
     program = Program(
         ctx.buffers, ctx.kernels, [input_views[i].buffer for i in inputs], result, _unique(ctx.index_checks)
     )
-    fuse_elementwise(program)
+    fuse_elementwise(program, reductions=("sum",) if reassociate else ())
     program.verify()
     plan_memory(program)
     program.verify()

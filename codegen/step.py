@@ -54,7 +54,8 @@ class CompiledStep(Inspectable):
             targets = [loss, *update.new_values.values(), *update.new_states.values()]
             replaced = [*update.new_values, *(update.state_inputs[key] for key in update.new_states)]
             new_loss, *new_updates = simplify(targets).outputs
-            program = lower([new_loss], self.inputs + extra_inputs, in_place=dict(zip(new_updates, replaced)))
+            in_place = dict(zip(new_updates, replaced))
+            program = lower([new_loss], self.inputs + extra_inputs, in_place, reassociate=fast_math)
             module = emit_program(program, flags=FAST if fast_math else ())
             slots = {b.node: b.slot for b in program.buffers if b.node is not None}
             step_slot = slots.get(self.step_input) if self.step_input is not None else None
