@@ -52,7 +52,7 @@ class History:
         better = improvement(monitor, mode)
         best = None
         for logs in self.epochs:
-            if logs.get(monitor) is not None and (best is None or better(logs[monitor], best[monitor])):
+            if _finite(logs.get(monitor)) and (best is None or better(logs[monitor], best[monitor])):
                 best = logs
         if best is None:
             raise KeyError(f"no epoch logged {monitor!r}; logged: {self.keys()}")
@@ -81,10 +81,22 @@ def _cell(value, width: int) -> str:
     return str(value).rjust(width)
 
 
+# Names of quantities that improve downwards; anything else (accuracy, F1, ...) improves upwards.
+DECREASING = ("loss", "error", "mse", "mae", "huber")
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
 def improvement(monitor: str, mode: str = "auto") -> Callable[[float, float], bool]:
-    """``better(new, best)`` for a monitored quantity: losses and errors go down, scores up."""
+    """``better(new, best)`` for a monitored quantity: losses and errors go down, scores up.
+
+    >>> improvement("val_mae")(0.1, 0.2), improvement("val_accuracy")(0.1, 0.2)
+    (True, False)
+    """
     if mode == "auto":
-        mode = "min" if any(word in monitor for word in ("loss", "error")) else "max"
+        mode = "min" if any(word in monitor for word in DECREASING) else "max"
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
     return (lambda new, best: new < best) if mode == "min" else (lambda new, best: new > best)
@@ -148,7 +160,8 @@ class EarlyStopping(Callback):
         if self.monitor not in logs:
             raise KeyError(f"EarlyStopping monitors {self.monitor!r}, which the fit does not log; it logs {list(logs)}")
         value = logs[self.monitor]
-        if self.best is None or self.better(value + self.sign * self.min_delta, self.best):
+        improved = _finite(value) and (self.best is None or self.better(value + self.sign * self.min_delta, self.best))
+        if improved:
             self.best, self.best_epoch, self.waited = value, epoch, 0
             if self.restore_best:
                 self.best_params = trainer.get_weights()
@@ -171,7 +184,7 @@ class ModelCheckpoint(Callback):
     """
 
     def __init__(self, path, monitor: str = "val_loss", save_best_only: bool = True, mode: str = "auto"):
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         self.monitor, self.save_best_only = monitor, save_best_only
         self.better = improvement(monitor, mode)
 
@@ -187,7 +200,8 @@ class ModelCheckpoint(Callback):
                 raise KeyError(
                     f"ModelCheckpoint monitors {self.monitor!r}, which the fit does not log; it logs {list(logs)}"
                 )
-            if self.best is not None and not self.better(logs[self.monitor], self.best):
+            value = logs[self.monitor]
+            if not _finite(value) or (self.best is not None and not self.better(value, self.best)):
                 return
-            self.best = logs[self.monitor]
-        trainer.save(self.path, extra={"epoch": epoch, "logs": logs})
+            self.best = value
+        trainer.save(self.path, extra={"logs": logs})

@@ -119,9 +119,10 @@ def load_checkpoint(path, *, description=None, shapes: Mapping[str, tuple] | Non
             f"(format {meta.get('format')!r}, version {meta.get('version')!r})"
         )
     if description is not None and meta["description"] != description:
+        where, saved, current = first_difference(meta["description"], json.loads(json.dumps(description)))
         raise CheckpointError(
-            f"checkpoint {str(path)!r} was saved from a different model:\n  saved:    "
-            f"{json.dumps(meta['description'])}\n  this one: {json.dumps(description)}"
+            f"checkpoint {str(path)!r} was saved from a different model: at {where or 'the top'} "
+            f"the file has {json.dumps(saved)}, this model {json.dumps(current)}"
         )
     params = {name: arrays[f"param/{name}"] for name in meta["params"]}
     if shapes is not None:
@@ -132,6 +133,23 @@ def load_checkpoint(path, *, description=None, shapes: Mapping[str, tuple] | Non
             name, _, state_name = key[len("state/") :].rpartition("/")
             state.setdefault(name, {})[state_name] = array
     return Checkpoint(params, state, meta["steps"], meta["description"], meta["extra"])
+
+
+def first_difference(saved, current, where: str = ""):
+    """``(path, saved value, current value)`` at the first place two JSON values differ.
+
+    >>> first_difference({"a": [1, 2]}, {"a": [1, 3]})
+    ('a.1', 2, 3)
+    """
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in [*saved, *(k for k in current if k not in saved)]:
+            if saved.get(key) != current.get(key):
+                return first_difference(saved.get(key), current.get(key), f"{where}.{key}" if where else str(key))
+    if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
+        for index, (a, b) in enumerate(zip(saved, current)):
+            if a != b:
+                return first_difference(a, b, f"{where}.{index}" if where else str(index))
+    return where, saved, current
 
 
 def _check_shapes(path, params, shapes) -> None:

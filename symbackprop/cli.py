@@ -21,7 +21,7 @@ from . import data as datasets
 from . import metrics, nn, optim, schedules
 from .autodiff import grad
 from .callbacks import EarlyStopping
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, load_checkpoint
 from .errors import GraphError
 from .formula import formula
 from .graph import input
@@ -143,7 +143,8 @@ def fill_in_defaults(args) -> None:
         "--dropout must be in [0, 1)": 0 <= args.dropout < 1,
         "--test-fraction must be between 0 and 1": 0 < args.test_fraction < 1,
         "--validation must be between 0 and 1": args.validation is None or 0 < args.validation < 1,
-        "--patience needs --validation (it watches the validation loss)": args.patience is None or args.validation,
+        "--patience must be at least 1": args.patience is None or args.patience >= 1,
+        "--patience needs --validation (it watches the validation loss)": not args.patience or args.validation,
         "--clip-norm must be positive": args.clip_norm is None or args.clip_norm > 0,
         "--warmup must be at least 0 steps": args.warmup >= 0,
     }
@@ -152,8 +153,10 @@ def fill_in_defaults(args) -> None:
             raise UsageError(message)
 
 
-def make_optimizer(args, steps_per_epoch: int):
-    total = args.epochs * steps_per_epoch
+def make_optimizer(args, steps_per_epoch: int, steps_before: int = 0):
+    """The optimizer the options name; a schedule spans this run's steps after ``steps_before``
+    (the steps a resumed checkpoint has taken), so a resumed run continues its curve."""
+    total = steps_before + args.epochs * steps_per_epoch
     lr = SCHEDULES[args.schedule](args.lr, total)
     if args.warmup:
         lr = schedules.warmup(lr, args.warmup)
@@ -177,10 +180,22 @@ def load_data(args):
     if path.suffix not in loaders:
         raise UsageError(f"--data {args.data!r}: expected 'digits', a .npz or a .csv file")
     X, y = loaders[path.suffix]()
-    if y.dtype.kind not in "iu":
-        raise UsageError(f"--data {args.data!r}: the labels must be whole-number classes to train a classifier")
+    check_labels(args.data, y)
     split = datasets.train_test_split(X, y, test_fraction=args.test_fraction, seed=args.seed)
     return str(path), split.train, split.test
+
+
+def check_labels(source: str, y) -> None:
+    """Class labels for a classifier: one whole number from 0 up per example."""
+    if y.ndim != 1:
+        raise UsageError(f"--data {source!r}: the labels must be one class number per example, got shape {y.shape}")
+    bad = (y < 0) | (y != np.round(y))
+    if bad.any():
+        found = y[np.argmax(bad)]
+        raise UsageError(
+            f"--data {source!r}: the labels must be classes 0, 1, 2, ... (found {found}); "
+            "is --label-column pointing at the label column?"
+        )
 
 
 def label_column(text: str) -> int | str:
@@ -192,13 +207,27 @@ def label_column(text: str) -> int | str:
 
 
 # -- commands ---------------------------------------------------------------------------------------
+def check_writable(path: str) -> None:
+    """Refuse a checkpoint path that cannot be written, before any training is spent."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise UsageError(f"--checkpoint {path!r} is a directory; give a file name such as {path}/model.npz")
+    if not target.parent.is_dir():
+        raise UsageError(f"--checkpoint {path!r}: the directory {str(target.parent)!r} does not exist")
+
+
 def train(args) -> int:
     fill_in_defaults(args)
+    if args.checkpoint:
+        check_writable(args.checkpoint)
     name, (X, y), (X_test, y_test) = load_data(args)
     classes = int(max(y.max(), y_test.max())) + 1
     model = build_model(args, tuple(X.shape[1:]), classes)
+    resumed = load_checkpoint(args.resume) if args.resume else None
     training_rows = len(X) - (round(len(X) * args.validation) if args.validation else 0)
-    optimizer = make_optimizer(args, steps_per_epoch=-(-training_rows // args.batch_size))
+    optimizer = make_optimizer(
+        args, steps_per_epoch=-(-training_rows // args.batch_size), steps_before=resumed.steps if resumed else 0
+    )
     trainer = Trainer(model, loss="softmax_cross_entropy", optimizer=optimizer, metrics=("accuracy",))
     say = (lambda *a: None) if args.json else print
     count = sum(p.value.size for p in trainer.params.values())
@@ -208,10 +237,13 @@ def train(args) -> int:
     started = time.perf_counter()
     trainer.build(X, y)  # compiled first, so the training time below is training alone
     compile_seconds = time.perf_counter() - started
-    if args.resume:
-        trainer.load(args.resume)
-        say(f"resumed from {args.resume} after {trainer.epochs_done} epochs")
     say(f"compiled in {compile_seconds:.2f} s")
+    if resumed is not None:
+        # The optimizer's state carries over only to the same kind of optimizer.
+        same = resumed.extra.get("optimizer") == type(optimizer).__name__
+        trainer.load(args.resume, optimizer_state=same)
+        kept = "" if same else f" (parameters only: it was trained with {resumed.extra.get('optimizer')})"
+        say(f"resumed from {args.resume} after {trainer.epochs_done} epochs{kept}")
     started = time.perf_counter()
     progress = False if args.json else "auto"
     stopping = [EarlyStopping(monitor="val_loss", patience=args.patience)] if args.patience else []
@@ -334,7 +366,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 # Errors that are the user's to fix: printed as one line, exit status 2.
-USER_ERRORS = (UsageError, GraphError, CheckpointError, datasets.DataError, FileNotFoundError, ValueError)
+# (GraphError, CheckpointError and DataError are ValueErrors raised for bad input; other
+# ValueErrors would be bugs, and keep their traceback.)
+USER_ERRORS = (UsageError, GraphError, CheckpointError, datasets.DataError, OSError, ArithmeticError)
 
 
 def main(argv=None) -> int:

@@ -9,6 +9,7 @@ callbacks and the progress bar.
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -40,7 +41,19 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "f1": partial(metrics.f1, average="macro"),
 }
 
+# Losses whose targets are class labels: 1-D targets become int64 (whole-number floats too).
+LABEL_LOSSES = frozenset({"softmax_cross_entropy"})
+
+# The metrics computed when none are named: class scores only make sense for a classifier.
+DEFAULT_METRICS = {"softmax_cross_entropy": ("accuracy",)}
+
 EVALUATION_CHUNK = 4096  # rows per compiled call in evaluate/predict: bounded scratch memory
+
+
+def _count(name: str, value, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    return int(value)
 
 
 def _resolve(kind: str, table: Mapping, value):
@@ -56,8 +69,10 @@ class Trainer:
     ``parameters()`` naming its params) with a loss and an optimizer.
 
     ``loss`` is a name from :data:`LOSSES` or a function ``(outputs, targets) -> scalar
-    tensor`` (add penalties there); ``metrics`` are names from :data:`METRICS`, computed on
-    the validation data after each epoch (on the training data when there is none).
+    tensor`` (add penalties there); ``metrics`` are names from :data:`METRICS` or functions
+    ``(targets, outputs) -> float``, computed on the validation data after each epoch (on
+    the training data when there is none). By default a softmax classifier reports its
+    accuracy and other losses report nothing more.
 
     >>> import numpy as np, symbackprop as sb
     >>> X, targets = sb.data.xor()
@@ -74,7 +89,7 @@ class Trainer:
         model,
         loss="softmax_cross_entropy",
         optimizer: optim.Optimizer | None = None,
-        metrics: Sequence[str] = ("accuracy",),
+        metrics: Sequence | None = None,
         *,
         fast_math: bool = True,
     ):
@@ -88,6 +103,10 @@ class Trainer:
         self.optimizer = optimizer if optimizer is not None else optim.Adam(lr=1e-3)
         if not isinstance(self.optimizer, optim.Optimizer):
             raise TypeError(f"optimizer must be one of symbackprop.optim, got {self.optimizer!r}")
+        if metrics is None:
+            metrics = DEFAULT_METRICS.get(self.loss_name, ())
+        if isinstance(metrics, str):
+            metrics = (metrics,)
         self.metrics = dict(_resolve("metric", METRICS, m) for m in metrics)
         self.fast_math = fast_math
         self.dtype = next(iter(self.params.values())).dtype
@@ -103,17 +122,35 @@ class Trainer:
 
     # -- graphs and their compiled forms ----------------------------------------------------------
     def _prepare(self, X, y=None):
-        """``X`` and ``y`` as contiguous arrays of the dtypes the compiled code takes."""
-        X = np.ascontiguousarray(X, dtype=self.dtype)
-        if X.ndim < 2:
+        """``X`` and ``y`` as contiguous arrays of the dtypes the compiled code takes.
+
+        Integer X stays integer (indices for an ``Embedding``); float X takes the params'
+        precision. Targets of a class-label loss are int64 labels; others take the params'
+        precision.
+        """
+        X = np.asarray(X)
+        integer = X.dtype.kind in "iu"
+        X = np.ascontiguousarray(X, dtype=np.int64 if integer else self.dtype)
+        if X.ndim < (1 if integer else 2):
             raise GraphError(f"X must hold one example per row (at least 2-D), got shape {X.shape}")
+        if not integer and not np.isfinite(X).all():
+            raise GraphError("X holds NaN or infinite values; training needs finite inputs")
         if y is None:
             return X, None
         y = np.asarray(y)
         if len(y) != len(X):
             raise GraphError(f"X has {len(X)} examples but y has {len(y)}; they must have one label/target each")
-        y = np.ascontiguousarray(y, dtype=np.int64 if y.dtype.kind in "iub" else self.dtype)
-        return X, y
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise GraphError("y holds NaN or infinite values; training needs finite targets")
+        return X, self._targets(y)
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        labels = self.loss_name in LABEL_LOSSES and y.ndim == 1 if self.loss_name in LOSSES else y.dtype.kind in "iub"
+        if not labels:
+            return np.ascontiguousarray(y, dtype=self.dtype)
+        if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
+            raise GraphError(f"the {self.loss_name} loss takes class labels 0, 1, 2, ...; y holds fractions")
+        return np.ascontiguousarray(y, dtype=np.int64)
 
     def _graphs(self, X, y):
         signature = (X.shape[1:], y.shape[1:], y.dtype.name)
@@ -125,18 +162,19 @@ class Trainer:
                 )
             return
         self._signature = signature
-        self._x = input("x", (None, *X.shape[1:]), self.dtype)
+        self._x = input("x", (None, *X.shape[1:]), X.dtype.name)
         self._y = input("y", (None, *y.shape[1:]), y.dtype.name)
 
     def _outputs(self, training: bool) -> tuple[Tensor, Tensor]:
         mode = getattr(self.model, "train", None)
+        before = getattr(self.model, "training", True)
         if mode is not None:
             mode(training)
         try:
             out = self.model(self._x)
         finally:
             if mode is not None:
-                mode(True)
+                mode(before)  # the graphs are built; the model keeps the mode the user gave it
         loss = self.loss_fn(out, self._y)
         if not isinstance(loss, Tensor) or loss.shape != ():
             raise GraphError(f"the loss {self.loss_name!r} must give a scalar tensor, got {loss!r}")
@@ -159,9 +197,9 @@ class Trainer:
             self._step = compile_step(
                 loss, [self._x, self._y], list(self.params.values()), self.optimizer, fast_math=self.fast_math
             )
-            if self._pending is not None:
-                self._apply_state(*self._pending)
-                self._pending = None
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                self._apply_state(*pending)
         return self._step
 
     def _evaluation(self):
@@ -191,10 +229,8 @@ class Trainer:
         ``seed``, so two fits from the same start with the same seed agree exactly.
         ``progress`` draws a bar on a terminal (``"auto"``), always (True) or never (False).
         """
-        if not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        epochs = _count("epochs", epochs, 0)
+        batch_size = _count("batch_size", batch_size, 1)
         X, y = self._prepare(X, y)
         rng = np.random.default_rng(seed)
         X, y, val = self._split(X, y, validation, rng)
@@ -205,39 +241,48 @@ class Trainer:
         self.stop_training = False
         for callback in callbacks:
             callback.on_fit_begin(self)
-        with progress_bar(epochs, "training", progress) as bar:
-            for _ in range(epochs):
-                started = time.perf_counter()
-                loss = step.epoch(X, y, batch_size=batch_size, shuffle=shuffle, seed=int(rng.integers(2**63)))
-                self.epochs_done += 1
-                logs = {"epoch": self.epochs_done, "loss": loss}
-                if not np.isfinite(loss):
-                    raise FloatingPointError(
-                        f"the training loss became {loss} in epoch {self.epochs_done}; "
-                        f"try a smaller learning rate than {self.optimizer!r}"
-                    )
-                scores = self.evaluate(*val) if val is not None else self._metrics_only(X, y)
-                logs.update({(f"val_{k}" if val is not None else k): v for k, v in scores.items()})
-                logs["time"] = time.perf_counter() - started
-                history.append(logs)
-                for callback in callbacks:
-                    callback.on_epoch_end(self, self.epochs_done, logs)
-                if not bar.disable:  # formatting the postfix costs more than a small epoch's Python
-                    bar.set_postfix(
-                        {k: f"{v:.4f}" for k, v in logs.items() if k not in ("epoch", "time")}, refresh=False
-                    )
-                bar.update()
-                if self.stop_training:
-                    break
-        for callback in callbacks:
-            callback.on_fit_end(self, history)
-        self.history = History(self.history.epochs + history.epochs)
+        try:
+            with progress_bar(epochs, "training", progress) as bar:
+                for _ in range(epochs):
+                    logs = self._epoch(step, X, y, val, batch_size, shuffle, rng)
+                    history.append(logs)
+                    for callback in callbacks:
+                        callback.on_epoch_end(self, self.epochs_done, logs)
+                    if not bar.disable:  # formatting the postfix costs more than a small epoch's Python
+                        shown = {k: f"{v:.4f}" for k, v in logs.items() if k not in ("epoch", "time")}
+                        bar.set_postfix(shown, refresh=False)
+                    bar.update()
+                    if self.stop_training:
+                        break
+        finally:
+            # Also when an epoch fails: the epochs done stay in the history, and callbacks
+            # finish (early stopping puts back the best weights).
+            self.history = History(self.history.epochs + history.epochs)
+            for callback in callbacks:
+                callback.on_fit_end(self, history)
         return history
+
+    def _epoch(self, step, X, y, val, batch_size, shuffle, rng) -> dict:
+        """One epoch through the native loop, then validation: the epoch's logs."""
+        started = time.perf_counter()
+        loss = step.epoch(X, y, batch_size=batch_size, shuffle=shuffle, seed=int(rng.integers(2**63)))
+        self.epochs_done += 1
+        if not np.isfinite(loss):
+            raise FloatingPointError(
+                f"the training loss became {loss} in epoch {self.epochs_done} (the inputs are finite); "
+                f"try a smaller learning rate than {self.optimizer!r}"
+            )
+        logs = {"epoch": self.epochs_done, "loss": loss}
+        scores = self.evaluate(*val) if val is not None else self._metrics_only(X, y)
+        logs.update({(f"val_{k}" if val is not None else k): v for k, v in scores.items()})
+        logs["time"] = time.perf_counter() - started
+        return logs
 
     def _split(self, X, y, validation, rng):
         if validation is None:
             return X, y, None
-        if isinstance(validation, float):
+        if isinstance(validation, numbers.Real) and not isinstance(validation, bool):
+            validation = float(validation)
             if not 0.0 < validation < 1.0:
                 raise ValueError(f"validation as a fraction must be between 0 and 1, got {validation}")
             held = int(round(len(X) * validation))
@@ -259,6 +304,8 @@ class Trainer:
     def evaluate(self, X, y) -> dict[str, float]:
         """The loss and every metric on ``(X, y)``, with the model in evaluation mode."""
         X, y = self._prepare(X, y)
+        if not len(X):
+            raise GraphError("evaluate: X has no examples")
         self._graphs(X, y)
         evaluator = self._evaluation()
         total, outputs = 0.0, []
@@ -282,6 +329,10 @@ class Trainer:
         if self._predictor is None:
             out, _ = self._outputs(training=False)
             self._predictor = compile(out, [self._x], fast_math=self.fast_math)
+            self._prediction_type = (out.shape[1:], out.dtype)
+        if not len(X):
+            tail, dtype = self._prediction_type
+            return np.empty((0, *tail), dtype=dtype)
         return np.concatenate(
             [self._predictor(X[start : start + EVALUATION_CHUNK]) for start in range(0, len(X), EVALUATION_CHUNK)]
         )
@@ -326,16 +377,23 @@ class Trainer:
             for (p, key), value in self._step.state.items():
                 state.setdefault(names[p], {})[key] = value
         steps = self._step.steps if self._step is not None else 0
-        extra = {"epochs": self.epochs_done, "optimizer": repr(self.optimizer), **(extra or {})}
+        extra = {"epochs": self.epochs_done, "optimizer": type(self.optimizer).__name__, **(extra or {})}
         return save_checkpoint(
             path, self.get_weights(), description=self.description(), state=state, steps=steps, extra=extra
         )
 
     def load(self, path, optimizer_state: bool = True):
-        """Restore a checkpoint saved from the same architecture; refuses any other."""
+        """Restore a checkpoint saved from the same architecture; refuses any other.
+
+        With ``optimizer_state`` the optimizer's state and step count are restored too,
+        which needs a checkpoint saved with the same kind of optimizer. Everything is
+        checked before anything changes: a refused checkpoint leaves the trainer as it was.
+        """
         checkpoint = load_checkpoint(
             path, description=self.description(), shapes={n: p.shape for n, p in self.params.items()}
         )
+        if optimizer_state:
+            self._check_state(path, checkpoint)
         self.set_weights(checkpoint.params)
         self.epochs_done = int(checkpoint.extra.get("epochs", 0))
         if optimizer_state:
@@ -345,15 +403,27 @@ class Trainer:
                 self._pending = (checkpoint.state, checkpoint.steps)
         return checkpoint
 
+    def _check_state(self, path, checkpoint) -> None:
+        saved, current = checkpoint.extra.get("optimizer"), type(self.optimizer).__name__
+        if saved != current:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} holds {saved}'s optimizer state, this trainer uses {current}; "
+                "load the parameters alone with optimizer_state=False"
+            )
+        expected = set(self.optimizer.state_names)
+        if expected and set(checkpoint.state) != set(self.params):
+            raise CheckpointError(f"checkpoint {str(path)!r} lacks the optimizer state of some parameters")
+        for name, arrays in checkpoint.state.items():
+            shape = self.params[name].shape
+            if set(arrays) != expected or any(a.shape != shape for a in arrays.values()):
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r}: the optimizer state of {name!r} is {sorted(arrays)} with shapes "
+                    f"{[a.shape for a in arrays.values()]}; {current} keeps {sorted(expected)} of shape {shape}"
+                )
+
     def _apply_state(self, state, steps) -> None:
         step = self._step
-        expected = set(self.optimizer.state_names)
         for name, arrays in state.items():
-            if set(arrays) != expected:
-                raise CheckpointError(
-                    f"the checkpoint's optimizer state {sorted(arrays)} for {name!r} does not fit "
-                    f"{self.optimizer!r}, which keeps {sorted(expected)}; load it with optimizer_state=False"
-                )
             for key, value in arrays.items():
                 step.state[self.params[name], key][...] = value
         step.steps = int(steps)

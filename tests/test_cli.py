@@ -78,6 +78,9 @@ def test_train_on_a_csv_file_with_a_named_label_column(tmp_path, capsys):
         (["train", "--clip-norm", "0"], "--clip-norm must be positive"),
         (["train", "--schedule", "linear"], "invalid choice: 'linear'"),
         (["train", "--model", "cnn", "--data", "missing.npz"], "missing.npz"),
+        (["train", "--checkpoint", "."], "is a directory"),
+        (["train", "--checkpoint", "no/such/dir/model.npz"], "does not exist"),
+        (["train", "--validation", "0.1", "--patience", "0"], "--patience must be at least 1"),
     ],
 )
 def test_errors_are_one_line_with_exit_status_2(capsys, argv, message):
@@ -138,3 +141,33 @@ def test_bench_passes_every_option_to_the_benchmark_script():
     )
     assert result.returncode == 0, result.stderr
     assert "bench_training.py" in result.stdout and "--quick" in result.stdout
+
+
+def test_resume_with_another_optimizer_takes_the_parameters_alone(tmp_path, capsys):
+    path = tmp_path / "momentum.npz"
+    assert run(capsys, "train", "--epochs", "2", "--checkpoint", str(path), "--json")[0] == 0
+    status, out, _ = run(capsys, "train", "--epochs", "2", "--optimizer", "rmsprop", "--resume", str(path))
+    assert status == 0 and "(parameters only: it was trained with Momentum)" in out
+
+
+def test_resume_continues_a_schedule_instead_of_restarting_past_its_end(tmp_path, capsys):
+    path = tmp_path / "cosine.npz"
+    options = ["--epochs", "3", "--optimizer", "adam", "--lr", "0.01", "--schedule", "cosine"]
+    assert run(capsys, "train", *options, "--checkpoint", str(path), "--json")[0] == 0
+    status, out, _ = run(capsys, "train", *options, "--resume", str(path))
+    assert status == 0 and "cosine(lr=0.01, total_steps=270" in out
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.array([-1, 0, 1, 0] * 10), "classes 0, 1, 2, ... (found -1"),
+        (np.eye(2)[np.arange(40) % 2], "one class number per example, got shape (40, 2)"),
+        (np.linspace(0, 1, 40), "classes 0, 1, 2, ... (found 0.0256"),
+    ],
+)
+def test_labels_that_are_not_classes_are_named(tmp_path, capsys, labels, message):
+    path = tmp_path / "points.npz"
+    np.savez(path, x=np.random.default_rng(0).normal(size=(40, 3)), y=labels)
+    status, _, err = run(capsys, "train", "--data", str(path), "--model", "3-4-2")
+    assert status == 2 and message in err and len(err.strip().splitlines()) == 1

@@ -166,8 +166,14 @@ def test_checkpoint_refused_for_another_architecture_or_optimizer(tmp_path, spir
         Trainer(mlp(hidden=9), optimizer=sb.optim.Adam(lr=0.01)).load(path)
     other = Trainer(mlp(hidden=8), optimizer=sb.optim.SGD(lr=0.1))
     other.fit(X, y, epochs=1, progress=False)
-    with pytest.raises(CheckpointError, match=r"optimizer state \['m', 'v'\] for '0.W' does not fit SGD"):
+    before = other.get_weights()
+    with pytest.raises(CheckpointError, match=r"holds Adam's optimizer state, this trainer uses SGD"):
         other.load(path)
+    for name, value in other.get_weights().items():  # a refused checkpoint changes nothing
+        np.testing.assert_array_equal(value, before[name])
+    sgd_path = other.save(tmp_path / "sgd.npz")
+    with pytest.raises(CheckpointError, match="holds SGD's optimizer state, this trainer uses Adam"):
+        Trainer(mlp(hidden=8), optimizer=sb.optim.Adam(lr=0.01)).load(sgd_path)
     other.load(path, optimizer_state=False)
     np.testing.assert_array_equal(other.get_weights()["0.W"], trainer.get_weights()["0.W"])
 
@@ -179,7 +185,7 @@ def test_model_checkpoint_keeps_the_best_epoch(tmp_path, spirals):
     history = trainer.fit(X, y, epochs=4, validation=0.25, callbacks=[saver], progress=False)
     best = history.best("val_loss")
     loaded = sb.checkpoint.load_checkpoint(tmp_path / "best.npz")
-    assert loaded.extra["epoch"] == best["epoch"]
+    assert loaded.extra["epochs"] == best["epoch"] == loaded.extra["logs"]["epoch"]
 
 
 @pytest.mark.parametrize(
@@ -188,7 +194,7 @@ def test_model_checkpoint_keeps_the_best_epoch(tmp_path, spirals):
         (lambda t, X, y: t.fit(X, y[:-1], progress=False), sb.GraphError, "X has 200 examples but y has 199"),
         (lambda t, X, y: t.fit(X[:, 0], y, progress=False), sb.GraphError, r"at least 2-D"),
         (lambda t, X, y: t.fit(X, y, epochs=-1), ValueError, "epochs must be an int >= 0"),
-        (lambda t, X, y: t.fit(X, y, batch_size=0), ValueError, "batch_size must be a positive int"),
+        (lambda t, X, y: t.fit(X, y, batch_size=0), ValueError, "batch_size must be an int >= 1"),
         (lambda t, X, y: t.fit(X, y, validation=1.5), ValueError, "between 0 and 1"),
         (lambda t, X, y: t.fit(X, y, validation="some"), TypeError, "a fraction or an"),
         (lambda t, X, y: t.predict(X), sb.GraphError, "call fit or build first"),
@@ -230,3 +236,79 @@ def test_history_printing_and_lookup():
     assert "time" not in str(history)
     with pytest.raises(KeyError, match="no epoch logged 'val_loss'"):
         history["val_loss"]
+
+
+def test_an_embedding_model_trains_on_integer_inputs():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 20, size=(64, 5))
+    labels = (tokens[:, 0] < 10).astype(np.int64)
+    model = nn.Sequential(nn.Embedding(20, 4, seed=0), nn.Flatten(), nn.Dense(20, 2, seed=1))
+    trainer = Trainer(model, optimizer=sb.optim.Adam(lr=0.05))
+    history = trainer.fit(tokens, labels, epochs=30, batch_size=16, progress=False)
+    assert history["accuracy"][-1] > 0.9
+
+
+def test_targets_follow_the_loss_and_default_metrics_follow_the_loss(spirals):
+    X, y = spirals
+    one_logit = nn.Sequential(nn.Dense(2, 8, activation="tanh", seed=0), nn.Dense(8, 1, seed=1))
+    trainer = Trainer(one_logit, loss="binary_cross_entropy", optimizer=sb.optim.Adam(lr=0.02))
+    assert trainer.metrics == {}  # accuracy of one logit would be meaningless
+    history = trainer.fit(X, y[:, None].astype(bool), epochs=3, progress=False)  # bool targets become floats
+    assert history.keys() == ["epoch", "loss", "time"]
+    regression = Trainer(mlp(classes=1), loss="mse", optimizer=sb.optim.SGD(lr=0.05))
+    regression.fit(X, y[:, None], epochs=1, progress=False)  # int regression targets become floats
+    classifier = Trainer(mlp(), optimizer=sb.optim.SGD(lr=0.1), metrics="accuracy")
+    classifier.fit(X, y.astype(np.float64), epochs=1, progress=False)  # whole-number floats are labels
+    with pytest.raises(sb.GraphError, match="takes class labels 0, 1, 2, ...; y holds fractions"):
+        Trainer(mlp(), optimizer=sb.optim.SGD(lr=0.1)).fit(X, y + 0.5, epochs=1, progress=False)
+
+
+def test_fit_keeps_the_models_mode_and_accepts_numpy_counts(spirals):
+    X, y = spirals
+    model = mlp().eval()
+    trainer = Trainer(model, optimizer=sb.optim.SGD(lr=0.1))
+    trainer.fit(X, y, epochs=np.int64(1), batch_size=np.int64(8), validation=np.float32(0.25), progress=False)
+    assert not model.training and not any(m.training for m in model.modules())
+
+
+def test_non_finite_inputs_are_refused_and_empty_inputs_handled(spirals):
+    X, y = spirals
+    trainer = Trainer(mlp(), optimizer=sb.optim.SGD(lr=0.1))
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(sb.GraphError, match="X holds NaN or infinite values"):
+        trainer.fit(bad, y, epochs=1, progress=False)
+    trainer.fit(X, y, epochs=1, progress=False)
+    assert trainer.predict(X[:0]).shape == (0, 2)
+    with pytest.raises(sb.GraphError, match="X has no examples"):
+        trainer.evaluate(X[:0], y[:0])
+
+
+def test_a_failing_epoch_keeps_the_history_and_lets_callbacks_finish(spirals):
+    X, y = spirals
+    trainer = Trainer(mlp(), optimizer=sb.optim.SGD(lr=0.1))
+    stop = EarlyStopping(monitor="loss", patience=5)
+
+    def poison(epoch, logs):
+        if epoch == 2:
+            trainer.params["0.W"].value[...] = np.inf
+
+    with pytest.raises(FloatingPointError, match="the training loss became nan in epoch 3"):
+        trainer.fit(X, y, epochs=5, callbacks=[stop, poison], progress=False)
+    assert len(trainer.history) == 2
+    assert np.isfinite(trainer.get_weights()["0.W"]).all()  # early stopping put back the best epoch
+
+
+def test_non_finite_values_never_count_as_the_best():
+    history = History([{"epoch": 1, "val_loss": float("nan")}, {"epoch": 2, "val_loss": 0.5}])
+    assert history.best("val_loss")["epoch"] == 2
+    stop = EarlyStopping(monitor="val_loss", patience=2, restore_best=False)
+    stop.on_fit_begin(None)
+
+    class Owner:
+        stop_training = False
+
+    owner = Owner()
+    for epoch, value in enumerate([float("nan"), 1.0, 0.5, 0.4], start=1):
+        stop.on_epoch_end(owner, epoch, {"val_loss": value})
+    assert stop.best == 0.4 and not owner.stop_training
