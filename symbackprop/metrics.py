@@ -34,6 +34,12 @@ def _as_labels(name: str, values) -> tuple[np.ndarray, int]:
         raise ValueError(f"{name}: expected class labels (n,) or scores (n, k), found {array.dtype} {array.shape}")
     if len(array) == 0:
         raise ValueError(f"{name}: expected at least one example, found none")
+    if array.ndim == 2 and array.shape[1] == 1:
+        # The argmax of one column is always 0: a single logit or probability is not a score row.
+        raise ValueError(
+            f"{name}: one score per example {array.shape} names no class; give labels (n,) "
+            "(for a single logit: (scores > 0).astype(int)) or one score per class (n, k)"
+        )
     labels, width = _READERS[array.ndim](array)
     if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
         raise ValueError(f"{name}: expected whole-number class labels, found fractions (give scores as (n, k))")

@@ -343,3 +343,13 @@ def test_data_error_is_a_value_error_with_its_parts():
     error = DataError("expected 3 cells, found 2", path="p.csv", where="line 4")
     assert isinstance(error, ValueError)
     assert (error.path, error.where, error.problem) == ("p.csv", "line 4", "expected 3 cells, found 2")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_cell(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffkind,length\n1,2.5\n0,3.5\n1,1.5\n".encode())
+    X, y = load_csv(path, label_column="kind")
+    assert X.shape == (3, 1) and y.tolist() == [1, 0, 1]
+    path.write_bytes("\ufeff1,2.5\n0,3.5\n1,1.5\n".encode())
+    X, y = load_csv(path, label_column=0)
+    assert X.shape == (3, 1)

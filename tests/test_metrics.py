@@ -156,3 +156,8 @@ def test_format_confusion_matrix_aligns_wide_counts():
 def test_format_confusion_matrix_wants_square_counts(cm):
     with pytest.raises(ValueError, match=r"expected a square matrix of counts \(k, k\)"):
         format_confusion_matrix(cm)
+
+
+def test_a_single_score_column_is_refused_not_argmaxed():
+    with pytest.raises(ValueError, match=r"one score per example \(3, 1\) names no class"):
+        accuracy([0, 1, 1], np.array([[0.2], [-0.1], [3.0]]))

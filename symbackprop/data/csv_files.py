@@ -35,7 +35,8 @@ def _read_rows(path, delimiter: str) -> list[tuple[int, list[str]]]:
     if not os.path.isfile(path):
         raise DataError("no such file (expected a CSV file of numbers)", path)
     try:
-        with open(path, newline="", encoding="utf-8") as file:
+        # utf-8-sig: a byte-order mark (spreadsheets write one) is not part of the first cell.
+        with open(path, newline="", encoding="utf-8-sig") as file:
             reader = csv.reader(file, delimiter=delimiter, skipinitialspace=True)
             return [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     except (UnicodeDecodeError, csv.Error) as error:
