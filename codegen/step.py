@@ -22,6 +22,33 @@ from .lower import lower
 from .runtime import BoundProgram, CallChecks, Inspectable, address, native_entry
 
 
+class OptimizerState(dict):
+    """The optimizer's state arrays, keyed ``(param, name)``.
+
+    Compiled code reads and writes them by address, so an array put in their place must
+    have the same shape; it is copied into the state's dtype and a contiguous layout.
+
+    >>> import numpy as np
+    >>> state = OptimizerState({("W", "v"): np.zeros(2, np.float32)})
+    >>> state["W", "v"] = [1, 2]
+    >>> state["W", "v"].dtype
+    dtype('float32')
+    """
+
+    def __setitem__(self, key, value) -> None:
+        if key not in self:
+            raise KeyError(f"no optimizer state {key!r}; the state holds {list(self)}")
+        old = self[key]
+        array = np.asarray(value)
+        if array.shape != old.shape:
+            raise GraphError(f"optimizer state {key!r} has shape {old.shape}, got an array of shape {array.shape}")
+        super().__setitem__(key, np.array(array, dtype=old.dtype, order="C", copy=True))
+
+    def update(self, *args, **kwargs) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+
 class CompiledStep(Inspectable):
     """One training step as native code: ``step(*batch) -> loss``, params updated in place.
 
@@ -41,7 +68,7 @@ class CompiledStep(Inspectable):
         # call, like sb.compile's params (a layer kept fixed, the biases of a worked example).
         self.frozen = [n for n in topological_order([loss]) if n.op == "param" and n not in self.params]
         self.optimizer = optimizer
-        self.state = optimizer.init_states(self.params)
+        self.state = OptimizerState(optimizer.init_states(self.params))
         self.state_inputs, self.step_input = optimizer.step_inputs(self.params)
         self.step_input = _step_number_read(loss, inputs, self.step_input)
         fed = [self.step_input] if self.step_input is not None else []

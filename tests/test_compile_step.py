@@ -125,3 +125,16 @@ def test_a_param_the_step_does_not_train_is_read_from_its_value():
     b.value = np.array([0.0])  # a new value is read by the next call
     assert step(X, Y) == pytest.approx(0.25, rel=1e-3)
     assert np.isfinite(step.epoch(X, Y, batch_size=4, seed=0))
+
+
+def test_replacing_an_optimizer_state_array_is_checked_and_copied():
+    x = sb.input("x", (None, 2))
+    W = sb.param("W", (2, 1), init=np.ones((2, 1)))
+    step = sb.compile_step((x @ W).sum(), [x], [W], sb.optim.Momentum(lr=0.1))
+    (key,) = step.state
+    with pytest.raises(sb.GraphError, match=r"has shape \(2, 1\), got an array of shape \(1,\)"):
+        step.state[key] = np.zeros(1, np.float32)
+    step.state[key] = np.ones((1, 2), np.float64).T  # other dtype, not contiguous: copied
+    assert step.state[key].dtype == np.float32 and step.state[key].flags.c_contiguous
+    step(np.ones((3, 2), np.float32))
+    np.testing.assert_allclose(W.value, 1 - 0.1 * (0.9 + 3))  # v = 0.9·1 + 3, w = 1 − 0.1·v
