@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import numbers
 
 import sympy
@@ -15,6 +16,10 @@ from .module import Module
 
 _x, _u = real_symbols("x u")
 
+# Seeds for Dropout layers made without one: each layer of a process its own, in the order
+# they are made, so a script that builds its model the same way draws the same masks.
+_unseeded = itertools.count(1_000_003)
+
 
 class Dropout(Module):
     """Inverted dropout: in training mode ``x·[u ≥ rate]/(1 − rate)``, in evaluation mode ``x``.
@@ -27,9 +32,9 @@ class Dropout(Module):
     one elementwise map of ``x`` and ``u``, so the gradient with respect to ``x`` is the
     mask times ``1/(1 − rate)``.
 
-    Layers with equal seeds draw equal numbers for equal shapes: give each Dropout layer of
-    a model its own seed. Outside a compiled training step, feed the step number as the
-    input ``"step"``.
+    Layers with equal seeds draw equal numbers for equal shapes; a layer made without a seed
+    gets one of its own, counted in the order layers are made. Outside a compiled training
+    step, feed the step number as the input ``"step"``.
 
     >>> import numpy as np, symbackprop as sb
     >>> drop = sb.nn.Dropout(0.5, seed=1)
@@ -43,11 +48,11 @@ class Dropout(Module):
     True
     """
 
-    def __init__(self, rate: float, seed: int = 0):
+    def __init__(self, rate: float, seed: int | None = None):
         if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 <= rate < 1:
             raise GraphError(f"Dropout: rate must be a number in [0, 1), got {rate!r}")
         self.rate = float(rate)
-        self.seed = check_seed(seed, "Dropout")
+        self.seed = check_seed(next(_unseeded) if seed is None else seed, "Dropout")
         # Heaviside(·, 1) is 1 at 0: an element survives when u ≥ rate, with probability 1 − rate.
         rate_number = _number(rate)
         body = _x * sympy.Heaviside(_u - rate_number, 1) / (1 - rate_number)
