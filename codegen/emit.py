@@ -35,6 +35,7 @@ from .kernels import (
     View,
 )
 from .library import declare_matmul
+from .parallel import CHUNKS, MIN_ELEMENTS, chunk_function, emit_parallel_for
 
 I32, I64 = ir.IntType(32), ir.IntType(64)
 I8P = ir.IntType(8).as_pointer()
@@ -232,46 +233,118 @@ def _map_reduce(kb: KernelBuilder, kernel: MapReduce) -> None:
 
 
 def _fused_map(kb: KernelBuilder, kernel: FusedMap) -> None:
-    """The members of a fused kernel in one loop over its elements. A kept buffer's values
-    pass from member to member in registers; each view read from memory is loaded once per
-    element; a reduction adds into its output, which LLVM keeps in a register."""
+    """The members of a fused kernel in one loop over its elements, cut in `CHUNKS` chunks
+    that both threads run when there are enough elements (`MIN_ELEMENTS`) and a worker is
+    awake. Each chunk sums into its own partial, and the partials are added in chunk order
+    afterwards: the same chunks and the same order whichever thread runs them, so results do
+    not depend on the worker."""
     b = kb.builder
+    reductions = [m for m in kernel.members if isinstance(m, (Reduce, MapReduce))]
+    context = ir.LiteralStructType([I8P] * (len(kb.buffers) + len(reductions)) + [I64, I64, I64])
+    chunk = chunk_function(kb.function.module, f"{kb.function.name}.chunk")
+    _emit_fused_chunk(chunk, kernel, kb.buffers, reductions, context, kb.flags)
+    size = kb.index(kernel.size)
+    # Chunk boundaries on multiples of 64 elements (a cache line of doubles times eight).
+    line = ir.Constant(I64, 64)
+    half = b.sdiv(b.add(size, ir.Constant(I64, CHUNKS - 1)), ir.Constant(I64, CHUNKS))
+    width = b.mul(b.sdiv(b.add(half, ir.Constant(I64, 63)), line), line)
+    width = b.select(b.icmp_signed(">", width, ir.Constant(I64, 0)), width, line)
+    count = b.sdiv(b.add(size, b.sub(width, ir.Constant(I64, 1))), width)
+    count = b.select(b.icmp_signed(">", count, ir.Constant(I64, 0)), count, ir.Constant(I64, 0))
+    partials = []
+    for member in reductions:
+        ty = element_type(member.out.dtype)
+        partial = b.alloca(ty, size=CHUNKS)
+        for index in range(CHUNKS):  # chunks that do not exist add the identity
+            b.store(ir.Constant(ty, REDUCTIONS[member.op][0]), b.gep(partial, [ir.Constant(I64, index)]))
+        partials.append(partial)
+    ctx = b.alloca(context)
+    fields = [*(kb.pointers[buffer] for buffer in kb.buffers), *partials]
+    for index, pointer in enumerate(fields):
+        b.store(b.bitcast(pointer, I8P), b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, index)]))
+    for index, value in enumerate([kb.n, size, width], start=len(fields)):
+        b.store(value, b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, index)]))
+    split = b.icmp_signed(">=", size, ir.Constant(I64, MIN_ELEMENTS))
+    emit_parallel_for(b, chunk, ctx, count, split)
+    for member, partial in zip(reductions, partials):
+        combine = REDUCTIONS[member.op][1]
+        total = b.load(partial)
+        for index in range(1, CHUNKS):
+            total = combine(b, kb.flags, total, b.load(b.gep(partial, [ir.Constant(I64, index)])))
+        kb.store(member.out, kb.index(member.out.offset), total)
+
+
+def _emit_fused_chunk(fn: ir.Function, kernel: FusedMap, buffers: list, reductions: list, context, flags) -> None:
+    """``chunk(ctx, index, thread)``: the fused loop over chunk ``index`` of the elements; a
+    kept buffer's values pass from member to member in registers, each view read from memory
+    is loaded once per element, and each sum is a register until it goes to its partial."""
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    raw, index, _thread = fn.args
+    ctx = b.bitcast(raw, context.as_pointer())
+
+    def field(position: int) -> ir.Value:
+        return b.load(b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, position)]))
+
+    pointers = {id(buf): b.bitcast(field(k), element_type(buf.dtype).as_pointer()) for k, buf in enumerate(buffers)}
+    partials = [
+        b.bitcast(field(len(buffers) + k), element_type(m.out.dtype).as_pointer()) for k, m in enumerate(reductions)
+    ]
+    n, size, width = (field(len(buffers) + len(reductions) + k) for k in range(3))
+    start = b.mul(index, width)
+    stop = b.add(start, width)
+    stop = b.select(b.icmp_signed("<", stop, size), stop, size)
+    offsets = {view: emit_index(b, sympy.sympify(view.offset), n) for view in [*kernel.inputs, *kernel.results]}
     kept = {id(buffer) for buffer in kernel.kept}
-    starts = {view: kb.index(view.offset) for view in [*kernel.inputs, *kernel.results]}
-    reductions = (Reduce, MapReduce)
+
+    def at(view: View, i: ir.Value) -> ir.Value:
+        return b.gep(pointers[id(view.buffer)], [b.add(offsets[view], i)], inbounds=True)
+
+    before = b.block
+    head, body, done = (fn.append_basic_block(name) for name in ("loop", "body", "done"))
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64)
+    i.add_incoming(start, before)
+    sums = []
+    for member in reductions:
+        acc = b.phi(element_type(member.out.dtype))
+        acc.add_incoming(ir.Constant(element_type(member.out.dtype), REDUCTIONS[member.op][0]), before)
+        sums.append(acc)
+    b.cbranch(b.icmp_signed("<", i, stop), body, done)
+    b.position_at_end(body)
+    loaded, registers, updated = {}, {}, []
+
+    def read(view: View, dtype: str) -> ir.Value:
+        if id(view.buffer) in kept:
+            value, source = registers[id(view.buffer)]
+        else:
+            if view not in loaded:
+                loaded[view] = b.load(at(view, i), align=_align(view))
+            value, source = loaded[view], view.dtype
+        return convert(b, value, source, dtype)
+
     for member in kernel.members:
-        if isinstance(member, reductions):
-            identity = ir.Constant(element_type(member.out.dtype), REDUCTIONS[member.op][0])
-            kb.store(member.out, starts[member.out], identity)
-
-    def element(i):
-        loaded, registers = {}, {}
-
-        def read(view: View, dtype: str) -> ir.Value:
-            if id(view.buffer) in kept:
-                value, source = registers[id(view.buffer)]
-            else:
-                if view not in loaded:
-                    loaded[view] = kb.load(view, b.add(starts[view], i))
-                value, source = loaded[view], view.dtype
-            return convert(b, value, source, dtype)
-
-        for member in kernel.members:
-            dtype = member.out.dtype
-            if isinstance(member, Reduce):
-                value = read(member.src, dtype)
-            else:
-                env = {s: read(v, dtype) for s, v in zip(member.fn.symbols, member.inputs)}
-                value = ExprEmitter(b, element_type(dtype), env, kb.flags)(member.fn.body)
-            if id(member.out.buffer) in kept:
-                registers[id(member.out.buffer)] = (value, dtype)
-            elif isinstance(member, reductions):
-                at = starts[member.out]
-                kb.store(member.out, at, REDUCTIONS[member.op][1](b, kb.flags, kb.load(member.out, at), value))
-            else:
-                kb.store(member.out, b.add(starts[member.out], i), value)
-
-    kb.loop(kb.index(kernel.size), element)
+        dtype = member.out.dtype
+        if isinstance(member, Reduce):
+            value = read(member.src, dtype)
+        else:
+            env = {s: read(v, dtype) for s, v in zip(member.fn.symbols, member.inputs)}
+            value = ExprEmitter(b, element_type(dtype), env, flags)(member.fn.body)
+        if id(member.out.buffer) in kept:
+            registers[id(member.out.buffer)] = (value, dtype)
+        elif isinstance(member, (Reduce, MapReduce)):
+            acc = sums[len(updated)]
+            updated.append(REDUCTIONS[member.op][1](b, flags, acc, value))
+        else:
+            b.store(value, at(member.out, i), align=_align(member.out))
+    i.add_incoming(b.add(i, ir.Constant(I64, 1)), b.block)
+    for acc, value in zip(sums, updated):
+        acc.add_incoming(value, b.block)
+    b.branch(head)
+    b.position_at_end(done)
+    for acc, partial in zip(sums, partials):
+        b.store(acc, b.gep(partial, [index]))
+    b.ret_void()
 
 
 REDUCTIONS = {  # op: (identity, combine(builder, flags, accumulated, new))

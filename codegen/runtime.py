@@ -24,8 +24,8 @@ from symbackprop.evaluate import batch_size_of, check_input_value
 from symbackprop.graph import Tensor
 
 from .emit import STATUS_INDEX_OUT_OF_RANGE, STATUS_UNBOUND
-from .kernels import N, Program, View
-from .parallel import matmul_workspace_elements
+from .kernels import FusedMap, N, Program, View, at_batch
+from .parallel import MIN_ELEMENTS, ensure_worker, matmul_workspace_elements
 
 ALIGNMENT = 64
 
@@ -187,6 +187,8 @@ class BoundProgram:
             offsets.append(total)
             nbytes = self.elements(buffer, batch) * np.dtype(buffer.dtype).itemsize
             total += -(-nbytes // ALIGNMENT) * ALIGNMENT
+        if any(isinstance(k, FusedMap) and at_batch(k.size, batch) >= MIN_ELEMENTS for k in self.program.kernels):
+            ensure_worker()  # long fused loops are split between the threads
         self.arena = np.empty(total + ALIGNMENT, dtype=np.uint8)
         base = -address(self.arena) % ALIGNMENT
         for buffer, offset in zip(temps, offsets):

@@ -1,11 +1,15 @@
 """Multi-output fusion: a map read by several elementwise kernels over the same elements runs
 in one loop with them, its values in registers; everything else is left as it was."""
 
+import time
+
 import numpy as np
 import pytest
 
 import symbackprop as sb
+from codegen import parallel
 from codegen.kernels import FusedMap, Map
+from codegen.parallel import MIN_ELEMENTS
 
 
 def kernels(compiled, kind):
@@ -94,3 +98,38 @@ def test_a_training_step_never_moves_a_read_past_the_update_it_precedes():
         assert step() == pytest.approx(np.sum(sig * v) / 6, rel=1e-6)
         v = v - 0.5 * (sig + v * sig * (1 - sig)) / 6
         np.testing.assert_allclose(w.value, v, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "size", [1, 63, 64, 65, MIN_ELEMENTS - 1, MIN_ELEMENTS, MIN_ELEMENTS + 1, 2 * MIN_ELEMENTS + 130]
+)
+def test_chunked_loops_cover_every_element_once(size):
+    x = sb.input("x", (None,), "float64")
+    total = (x * sb.sigmoid(x)).sum()
+    targets = [total, *sb.grad(total, [x])]
+    f = sb.compile(targets, inputs=[x])
+    X = np.linspace(-6, 6, size)
+    got, want = f(X), sb.evaluate(targets, {x: X})
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-13, atol=1e-15)  # the gradient crosses zero
+
+
+@pytest.mark.skipif(parallel._platform_support() is None, reason="the worker needs Linux futexes")
+def test_long_fused_loops_are_the_same_with_and_without_the_worker(monkeypatch):
+    monkeypatch.delenv(parallel.THREADS_VAR, raising=False)
+    if not parallel.enabled():
+        pytest.skip("the worker needs two CPUs")
+    x = sb.input("x", (None,))
+    total = (x * sb.sigmoid(x)).sum()
+    f = sb.compile([total, *sb.grad(total, [x])], inputs=[x])
+    X = np.linspace(-8, 8, 3 * MIN_ELEMENTS + 5, dtype=np.float32)
+    assert parallel.ensure_worker()
+    before, deadline, split = parallel.statistics()["worker_chunks"], time.monotonic() + 5, []
+    while parallel.statistics()["worker_chunks"] == before and time.monotonic() < deadline:
+        split = f(X)  # the first calls may find the worker asleep and run alone
+    assert parallel.statistics()["worker_chunks"] > before
+    parallel.shutdown()
+    alone = f(X)
+    parallel.ensure_worker()
+    for a, b in zip(split, alone):
+        np.testing.assert_array_equal(a, b)
