@@ -17,14 +17,13 @@ import ctypes
 from collections.abc import Sequence
 
 import numpy as np
-import sympy
 
 from symbackprop.errors import GraphError
 from symbackprop.evaluate import batch_size_of, check_input_value
 from symbackprop.graph import Tensor
 
 from .emit import STATUS_INDEX_OUT_OF_RANGE, STATUS_UNBOUND
-from .kernels import FusedMap, N, Program, View, at_batch
+from .kernels import FusedMap, Program, View, at_batch
 from .parallel import MIN_ELEMENTS, ensure_worker, matmul_workspace_elements
 
 ALIGNMENT = 64
@@ -197,7 +196,7 @@ class BoundProgram:
 
     def elements(self, buffer, batch: int) -> int:
         if buffer.role != "workspace":
-            return int(buffer.size.subs(N, batch))
+            return at_batch(buffer.size, batch)
         # A product split between two threads needs a workspace for each.
         sizes = [
             matmul_workspace_elements(*k.dims(batch), buffer.dtype)
@@ -233,8 +232,8 @@ class BoundProgram:
         return arrays
 
     def output_shapes(self, batch: int) -> list[tuple[View, tuple[int, ...]]]:
-        """Each output view with its shape at this batch size (SymPy's subs: tens of µs)."""
-        return [(v, tuple(int(sympy.sympify(d).subs(N, batch)) for d in v.shape)) for v in self.program.outputs]
+        """Each output view with its shape at this batch size (SymPy: once per batch size)."""
+        return [(v, tuple(at_batch(d, batch) for d in v.shape)) for v in self.program.outputs]
 
     def run(self, batch: int) -> None:
         """One native call of the program; raises if it reports an error."""
