@@ -25,6 +25,15 @@ def fuse_elementwise(program: Program, reductions: tuple[str, ...] = ("sum",)) -
     loop with a sum only when it may reassociate (fast math), and a loop with a maximum not
     at all, and one scalar member would leave the whole loop scalar (a maximum fused with a
     tanh map ran ten times slower than the two apart).
+
+    :func:`codegen.lower.lower` calls it on every program:
+
+    >>> import symbackprop as sb
+    >>> from codegen.lower import lower
+    >>> x = sb.input("x", (None,))
+    >>> s = sb.sigmoid(x)
+    >>> [type(k).__name__ for k in lower([(x * s).sum(), s * (1 - s)], [x]).kernels]
+    ['Map', 'MapReduce', 'FusedMap']
     """
     kept: list[Buffer] = []
     while (group := _next_group(program.kernels, reductions)) is not None:
@@ -85,7 +94,14 @@ def _elementwise(kernel, size, reductions: tuple[str, ...]) -> bool:
 
 
 def member_inputs(kernel) -> list[View]:
-    """The views a member of a fused kernel reads: a map's inputs, a reduction's source."""
+    """The views a member of a fused kernel reads: a map's inputs, a reduction's source.
+
+    >>> import symbackprop as sb
+    >>> x = sb.input("x", (None,))
+    >>> (fused,) = sb.compile([sb.tanh(x).sum(), sb.tanh(x) * 2], inputs=[x]).program.kernels
+    >>> [[str(v) for v in member_inputs(m)] for m in fused.members]
+    [['x[n]'], ['t1[n]'], ['t1[n]']]
+    """
     return [kernel.src] if isinstance(kernel, Reduce) else list(kernel.inputs)
 
 

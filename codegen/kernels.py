@@ -247,7 +247,15 @@ class FusedMap:
     computed once). ``inputs`` are the views read from memory, ``results`` those written;
     ``out`` is the first result.
 
-    ``str`` shows the members as they were before fusion, under one header.
+    ``str`` shows the members as they were before fusion, under one header:
+
+    >>> import symbackprop as sb
+    >>> x = sb.input("x", (None,))
+    >>> print(sb.compile([sb.tanh(x).sum(), sb.tanh(x) * 2], inputs=[x]).program.kernels[0])
+    fused over n elements (t1 in registers):
+        map t1[n] = tanh(t) over (x[n])
+        reduce-sum out0[] = t1[n] as (1, n, 1)
+        map out1[n] = 2*a over (t1[n])
     """
 
     inputs: list[View]
@@ -270,12 +278,22 @@ KERNELS = (Map, Copy, Fill, Matmul, Reduce, MapReduce, Gather, ScatterAdd, OneHo
 
 
 def kernel_results(kernel) -> list[View]:
-    """The views a kernel writes: its ``out``, and for a fused kernel every result."""
+    """The views a kernel writes: its ``out``, and for a fused kernel every result.
+
+    >>> buffer = Buffer(0, "float32", N, "temp", "t0")
+    >>> kernel_results(Fill(View.whole(buffer, (N,)), sympy.Integer(0)))[0].buffer is buffer
+    True
+    """
     return getattr(kernel, "results", None) or [kernel.out]
 
 
 def kernel_reads(kernel) -> list[Buffer]:
-    """The buffers a kernel reads (its ``inputs`` and any other view but ``out``)."""
+    """The buffers a kernel reads (its ``inputs`` and any other view but ``out``).
+
+    >>> a, b = (Buffer(i, "float32", N, "temp", f"t{i}") for i in range(2))
+    >>> [r.name for r in kernel_reads(Copy(View.whole(b, (N,)), View.whole(a, (N,))))]
+    ['t0']
+    """
     views = [v for name, v in vars(kernel).items() if isinstance(v, View) and name != "out"]
     return [v.buffer for v in views + list(getattr(kernel, "inputs", []))]
 

@@ -829,7 +829,11 @@ def parallel_matmul(
 
 
 def chunk_function(module: ir.Module, name: str) -> ir.Function:
-    """A new internal ``void name(i8* ctx, i64 index, i64 thread)``, to run chunks of a job."""
+    """A new internal ``void name(i8* ctx, i64 index, i64 thread)``, to run chunks of a job.
+
+    >>> str(chunk_function(ir.Module(), "part").function_type)
+    'void (i8*, i64, i64)'
+    """
     fn = ir.Function(module, _CHUNK_FN, name)
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
@@ -840,6 +844,14 @@ def emit_parallel_for(b: ir.IRBuilder, chunk: ir.Function, ctx: ir.Value, count:
     """Run ``chunk(ctx, index, thread)`` for every index below ``count``: through the worker
     when ``split`` holds and a worker runs, else one after another on this thread. Either
     way each chunk runs once, so what the chunks compute does not depend on the threads.
+
+    >>> module = ir.Module()
+    >>> caller = ir.Function(module, ir.FunctionType(_VOID, [_PTR, _I64]), "caller")
+    >>> b = ir.IRBuilder(caller.append_basic_block())
+    >>> chunk = chunk_function(module, "part")
+    >>> emit_parallel_for(b, chunk, caller.args[0], caller.args[1], ir.Constant(_I1, 1))
+    >>> HOOK_SYMBOL in module.globals
+    True
     """
     hook = b.load_atomic(_hook_global(b.module), "monotonic", 8)
     use = b.and_(split, b.icmp_unsigned("!=", hook, ir.Constant(_PTR, None)))
