@@ -90,7 +90,7 @@ def main() -> None:
     # trained network is used later. Loading checks the architecture and every shape.
     restored = sb.Trainer(make_model(args.hidden, args.dropout, seed=args.seed + 100))
     saved = restored.load(checkpoint)
-    print(f"\nreloaded the checkpoint of epoch {saved.extra['epoch']} from {checkpoint.name}")
+    print(f"\nreloaded the checkpoint of epoch {saved.extra['epochs']} from {checkpoint.name}")
 
     test = restored.evaluate(X_test, y_test)
     predicted = restored.predict_classes(X_test)
