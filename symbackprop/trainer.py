@@ -145,7 +145,10 @@ class Trainer:
         return X, self._targets(y)
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
-        labels = self.loss_name in LABEL_LOSSES and y.ndim == 1 if self.loss_name in LOSSES else y.dtype.kind in "iub"
+        if self.loss_name in LOSSES:  # a named loss says whether it takes class labels
+            labels = self.loss_name in LABEL_LOSSES and y.ndim == 1
+        else:  # a loss function of the user's: integer targets are taken to be labels
+            labels = y.dtype.kind in "iub"
         if not labels:
             return np.ascontiguousarray(y, dtype=self.dtype)
         if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
