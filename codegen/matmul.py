@@ -69,6 +69,10 @@ class MatmulConfig:
         packed block of B. ``mc`` is a multiple of ``mr``, ``nc`` of ``nr``.
     unroll : int
         Steps of the micro-kernel's k loop per iteration.
+    direct_volume : int
+        Products with ``M * N * K`` up to this, ``K <= kc``, ``M <= mc`` and ``op(B)``
+        stored with contiguous rows skip packing: the tiles read A and B where they lie. 0
+        packs every product.
     """
 
     dtype: str
@@ -79,12 +83,15 @@ class MatmulConfig:
     mc: int
     nc: int
     unroll: int = 4
+    direct_volume: int = 0
 
     def __post_init__(self) -> None:
         llvm_float_type(self.dtype)
         sizes = (self.lanes, self.mr, self.nr_vectors, self.kc, self.mc, self.nc, self.unroll)
         if not all(isinstance(v, int) and v >= 1 for v in sizes) or self.lanes & (self.lanes - 1):
             raise ValueError(f"sizes must be positive integers and lanes a power of two: {self}")
+        if not isinstance(self.direct_volume, int) or self.direct_volume < 0:
+            raise ValueError(f"direct_volume must be a non-negative integer: {self}")
         if self.kc % self.lanes or self.mc % self.mr or self.nc % self.nr:
             raise ValueError(f"kc, mc and nc must be multiples of lanes, mr and nr: {self}")
 
@@ -132,7 +139,7 @@ def matmul_config(dtype: str, spec: TargetSpec | None = None) -> MatmulConfig:
     kc = max(64, 24 * 1024 // (nr * itemsize) // lanes * lanes)
     mc = max(mr, (150 * 1024 // (kc * itemsize)) // mr * mr)
     nc = 4096 // nr * nr
-    return MatmulConfig(dtype, lanes, mr, 2, kc, mc, nc)
+    return MatmulConfig(dtype, lanes, mr, 2, kc, mc, nc, direct_volume=64**3)
 
 
 def _checked_config(dtype: str, config: MatmulConfig | None) -> MatmulConfig:
@@ -374,6 +381,82 @@ def _emit_micro_kernel(module: ir.Module, name: str, cfg: MatmulConfig, rows: in
     return fn
 
 
+def _emit_direct_kernel(
+    module: ir.Module, name: str, cfg: MatmulConfig, rows: int, sets: int, clamped: bool
+) -> ir.Function:
+    """``kernel(kc, A, a_rs, a_ks, B, ldb, C, ldc, mr, nr, beta)``: a tile from unpacked operands.
+
+    The tile of `_emit_micro_kernel`, reading ``op(A)[r, k]`` at ``A[r*a_rs + k*a_ks]`` and
+    row ``k`` of ``op(B)`` at ``B[k*ldb:]`` (contiguous) instead of from packed panels. A
+    tile narrower than NR computes only the vectors that hold its ``nr`` columns (one of
+    two for ``nr <= W``: half the FMAs of a padded panel for a one-column product) and
+    loads the last of them under a lane mask, so it reads no column past ``nr``.
+    Only a ``clamped`` kernel may be called with ``mr < rows``: its rows past ``mr``, which
+    would read past A, read row ``mr - 1`` again into accumulators that are never stored.
+    The others keep each row at a constant distance from A, which on x86 folds into the
+    load's address (a clamped kernel needs a register per row and ran a third slower).
+    """
+    t = llvm_float_type(cfg.dtype).as_pointer()
+    arg_types = [_I64, t, _I64, _I64, t, _I64, t, _I64, _I64, _I64, _I1]
+    fn = _new_function(module, name, arg_types, noalias=(1, 4, 6))
+    kc, a, a_rs, a_ks, bmat, ldb, c, ldc, mr, nr, beta = fn.args
+    e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
+    b = e.b
+    last = b.sub(mr, e.i64(1))
+    a_rows = [e.at(a, b.mul(e.min(e.i64(r), last) if clamped else e.i64(r), a_rs)) for r in range(rows)]
+    # (vectors, masked) per branch: the whole tile, then the narrower ones by vector count.
+    widths = [(cfg.nr_vectors, False), *((used, True) for used in range(1, cfg.nr_vectors + 1))]
+    for index, (used, masked) in enumerate(widths):
+        if index < len(widths) - 1:
+            fits = (
+                b.icmp_signed("==", nr, e.i64(cfg.nr))
+                if index == 0
+                else b.icmp_signed("<=", nr, e.i64(used * cfg.lanes))
+            )
+            here, onward = b.append_basic_block(f"v{used}"), b.append_basic_block(f"over{index}")
+            b.cbranch(fits, here, onward)
+            b.position_at_end(here)
+        mask = e.lane_mask(nr, (used - 1) * cfg.lanes) if masked else None
+        accs = _direct_tile(e, a_rows, a_ks, bmat, ldb, kc, used, mask, sets)
+        _store_tile(e, accs, c, ldc, mr, nr, beta)
+        b.ret_void()
+        if index < len(widths) - 1:
+            b.position_at_end(onward)
+    return fn
+
+
+def _direct_tile(e: _Emitter, a_rows, a_ks, bmat, ldb, kc, used: int, mask, sets: int):
+    """The first ``used`` vectors of each row of the tile of `_emit_direct_kernel`; the last
+    vector of B's rows is loaded under ``mask`` if given."""
+    b, cfg = e.b, e.cfg
+
+    def load_b(pointer, v):
+        if mask is None or v < used - 1:
+            return e.load_vector(pointer, cfg.itemsize)
+        return e.masked_load(pointer, mask, cfg.itemsize)
+
+    def update(accs, k, u):
+        k = b.add(k, e.i64(u))
+        b_row = b.gep(bmat, [b.mul(k, ldb)])
+        b_vectors = [load_b(e.at(b_row, v * cfg.lanes), v) for v in range(used)]
+        a_k = b.mul(k, a_ks)
+        out = []
+        for row, acc_row in zip(a_rows, accs):
+            scalar = e.splat(b.load(b.gep(row, [a_k]), align=cfg.itemsize))
+            out.append([e.fmuladd(scalar, bv, acc) for bv, acc in zip(b_vectors, acc_row)])
+        return out
+
+    zero = ir.Constant(e.vector, [0.0] * cfg.lanes)
+    tiles = [[[zero] * used for _ in a_rows] for _ in range(sets)]
+    step = sets * -(-cfg.unroll // sets)
+    tiles, k = _accumulate(e, tiles, update, e.i64(0), kc, step, "ku")
+    tiles, _ = _accumulate(e, tiles, update, k, kc, 1, "k1")
+    accs = tiles[0]
+    for other in tiles[1:]:
+        accs = [[b.fadd(x, y) for x, y in zip(row, other_row)] for row, other_row in zip(accs, other)]
+    return accs
+
+
 def _edge_kernels(cfg: MatmulConfig) -> list[tuple[int, int]]:
     """(rows, accumulator sets) of the short kernels for the last rows of a block.
 
@@ -404,13 +487,27 @@ def _prefetch_tile(e: _Emitter, c, ldc, rows: int) -> None:
 
 
 def _k_loop(e: _Emitter, tiles, ap, bp, start, kc, step: int, name: str):
-    """Accumulate steps ``start, start+1, ...`` while ``step`` more fit below ``kc``.
+    """Accumulate steps ``start, start+1, ...`` of packed panels while ``step`` more fit below ``kc``.
 
     ``tiles`` is a list of accumulator sets (rows of vectors); step ``u`` of an iteration
     updates set ``u mod len(tiles)``. Returns the accumulators and the first step not done.
+    """
+    cfg = e.cfg
+
+    def update(accs, k, u):
+        a_col = e.b.gep(ap, [e.b.mul(k, e.i64(cfg.mr))])
+        b_row = e.b.gep(bp, [e.b.mul(k, e.i64(cfg.nr))])
+        return _fma_step(e, accs, e.at(a_col, u * cfg.mr), e.at(b_row, u * cfg.nr))
+
+    return _accumulate(e, tiles, update, start, kc, step, name)
+
+
+def _accumulate(e: _Emitter, tiles, update, start, kc, step: int, name: str):
+    """The k loop around ``update(accs, k, u)``, the rank-1 update of step ``k + u``.
+
     The accumulators are phi nodes, which is what keeps them in registers.
     """
-    b, cfg = e.b, e.cfg
+    b = e.b
     before = b.block
     head = b.append_basic_block(f"{name}.head")
     body = b.append_basic_block(f"{name}.body")
@@ -424,11 +521,9 @@ def _k_loop(e: _Emitter, tiles, ap, bp, start, kc, step: int, name: str):
     b.cbranch(b.icmp_signed("<=", b.add(k, e.i64(step)), kc), body, done)
     b.position_at_end(body)
     new = list(phis)
-    a_col = b.gep(ap, [b.mul(k, e.i64(cfg.mr))])
-    b_row = b.gep(bp, [b.mul(k, e.i64(cfg.nr))])
     for u in range(step):
         s = u % len(tiles)
-        new[s] = _fma_step(e, new[s], e.at(a_col, u * cfg.mr), e.at(b_row, u * cfg.nr))
+        new[s] = update(new[s], k, u)
     k.add_incoming(b.add(k, e.i64(step)), b.block)
     _add_incoming(phis, new, b.block)
     e.no_vectorize(b.branch(head))
@@ -726,7 +821,9 @@ def emit_matmul(
     # width exactly when A is stored transposed. Likewise B's NR columns when not transposed.
     pack_a = _shared_pack(module, tag, cfg, cfg.mr, along_width=bool(trans_a))
     pack_b = _shared_pack(module, tag, cfg, cfg.nr, along_width=not trans_b)
-    _emit_driver(fn, cfg, kernels, pack_a, pack_b, bool(trans_a), bool(trans_b))
+    # Unpacked tiles read B's rows as vectors, which needs them contiguous: not for op(B) = Bᵀ.
+    direct = _shared_direct_kernels(module, tag, cfg) if cfg.direct_volume and not trans_b else None
+    _emit_driver(fn, cfg, kernels, pack_a, pack_b, bool(trans_a), bool(trans_b), direct)
     return fn
 
 
@@ -747,13 +844,26 @@ def _shared_kernels(module: ir.Module, tag: str, cfg: MatmulConfig) -> list[tupl
     return kernels
 
 
+def _shared_direct_kernels(module: ir.Module, tag: str, cfg: MatmulConfig):
+    """The kernels on unpacked operands: the full tile, and (height, clamped kernel) pairs as
+    `_shared_kernels` lists them for the last rows of a product."""
+
+    def kernel(rows: int, sets: int, clamped: bool) -> ir.Function:
+        name = f"matmul.direct.{tag}.u{cfg.unroll}.r{rows}s{sets}{'.clamped' if clamped else ''}"
+        return _shared(module, name, lambda n: _emit_direct_kernel(module, n, cfg, rows, sets, clamped))
+
+    edges = [(rows, kernel(rows, sets, True)) for rows, sets in [*_edge_kernels(cfg), (cfg.mr, 1)]]
+    return kernel(cfg.mr, 1, False), edges
+
+
 def _shared_pack(module: ir.Module, tag: str, cfg: MatmulConfig, width: int, along_width: bool) -> ir.Function:
     name = f"matmul.pack.{tag}.w{width}.{'rows' if along_width else 'columns'}"
     return _shared(module, name, lambda n: _emit_pack(module, n, cfg, width, along_width))
 
 
-def _emit_driver(fn, cfg: MatmulConfig, kernels, pack_a, pack_b, trans_a: bool, trans_b: bool) -> None:
-    """The blocked loops around packing and the micro-kernel."""
+def _emit_driver(fn, cfg: MatmulConfig, kernels, pack_a, pack_b, trans_a: bool, trans_b: bool, direct) -> None:
+    """The blocked loops around packing and the micro-kernel; with ``direct`` kernels, small
+    products (``M * N * K <= cfg.direct_volume``) take `_direct_loops` instead."""
     m, n, k, a, lda, bmat, ldb, c, ldc, accumulate, work = fn.args
     e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
     b = e.b
@@ -769,6 +879,19 @@ def _emit_driver(fn, cfg: MatmulConfig, kernels, pack_a, pack_b, trans_a: bool, 
     one = e.i64(1)
     a_rs, a_ks = (one, lda) if trans_a else (lda, one)
     b_ks, b_cs = (one, ldb) if trans_b else (ldb, one)
+    if direct is not None:
+        # Within one KC block and one MC block the packed loops add each element's terms in
+        # the same order as the direct tiles, so the two paths give bit-identical results and
+        # a product split between threads equals one call whichever path each part takes.
+        small = b.icmp_signed("<=", b.mul(b.mul(m, n), k), e.i64(cfg.direct_volume))
+        small = b.and_(small, b.and_(b.icmp_signed("<=", k, e.i64(cfg.kc)), b.icmp_signed("<=", m, e.i64(cfg.mc))))
+        direct_block = b.append_basic_block("direct")
+        packed_block = b.append_basic_block("packed")
+        b.cbranch(small, direct_block, packed_block)
+        b.position_at_end(direct_block)
+        _direct_loops(e, direct, m, n, k, a, a_rs, a_ks, bmat, ldb, c, ldc, accumulate)
+        b.branch(exit_block)
+        b.position_at_end(packed_block)
     ap, bp = _workspace_pointers(e, work, m, n, k)
     n_step = _balanced_step(e, n, cfg.nc, cfg.nr)
     k_step = _balanced_step(e, k, cfg.kc, cfg.lanes)
@@ -797,6 +920,31 @@ def _emit_driver(fn, cfg: MatmulConfig, kernels, pack_a, pack_b, trans_a: bool, 
     b.branch(exit_block)
     b.position_at_end(exit_block)
     b.ret_void()
+
+
+def _direct_loops(e: _Emitter, kernels, m, n, k, a, a_rs, a_ks, bmat, ldb, c, ldc, accumulate) -> None:
+    """Tiles of C straight from A and B, without packing, blocking or a workspace.
+
+    For products this small, packing cost as much as the tiles it fed: a 32 x 10 x 64
+    product spent a fifth of its time copying panels, and a 10-column result ran through
+    16-column panels padded with zeros. Every operand fits in L1 here, so reading A and B
+    in place costs nothing the cache does not already hide. Column blocks are outermost, so
+    a ``K x NR`` strip of B is reused by every row tile while it is in L1.
+    """
+    b, cfg = e.b, e.cfg
+    full, edges = kernels
+    with e.loop(e.i64(0), n, cfg.nr, "dj") as jr:
+        cols = e.min(e.i64(cfg.nr), b.sub(n, jr))
+        with e.loop(e.i64(0), m, cfg.mr, "di") as ir_:
+            rows = e.min(e.i64(cfg.mr), b.sub(m, ir_))
+            tile = e.at(c, b.mul(ir_, ldc), jr)
+            args = [k, e.at(a, b.mul(ir_, a_rs)), a_rs, a_ks, e.at(bmat, jr), ldb, tile, ldc, rows, cols, accumulate]
+            whole = b.icmp_signed("==", rows, e.i64(cfg.mr))
+            with b.if_else(whole) as (then, otherwise):
+                with then:
+                    b.call(full, args)
+                with otherwise:
+                    _call_kernel(e, edges, rows, args)
 
 
 def _call_kernel(e: _Emitter, kernels: list[tuple[int, ir.Function]], rows: ir.Value, args: list) -> None:
