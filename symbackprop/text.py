@@ -44,13 +44,15 @@ def to_text(outputs) -> str:
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     names: dict[Tensor, str] = {}
     lines = []
+    numbered = 0  # nodes named %0, %1, ... in order
     for node in topological_order(outputs):
         if node.op in ("input", "param"):
             names[node] = node.label
         elif node.op == "batch_size":
             names[node] = "n"
         else:
-            names[node] = f"%{sum(1 for v in names.values() if v.startswith('%'))}"
+            names[node] = f"%{numbered}"
+            numbered += 1
         operands = " ".join(names[i] for i in node.inputs)
         line = f"{names[node]}: {node.dtype}{format_shape(node.shape)} = {node.op}{_attr_text(node)}"
         lines.append(f"{line} {operands}".rstrip())
