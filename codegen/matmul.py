@@ -70,9 +70,9 @@ class MatmulConfig:
     unroll : int
         Steps of the micro-kernel's k loop per iteration.
     direct_volume : int
-        Products with ``M * N * K`` up to this, ``K <= kc``, ``M <= mc`` and ``op(B)``
-        stored with contiguous rows skip packing: the tiles read A and B where they lie. 0
-        packs every product.
+        Products with ``M * N * K`` up to this, ``K <= kc`` and ``M <= mc`` skip the blocked
+        loops: the tiles read A where it lies, and B too unless ``op(B) = Bᵀ``, whose strips
+        of NR columns are packed one at a time. 0 packs every product.
     """
 
     dtype: str
@@ -382,7 +382,7 @@ def _emit_micro_kernel(module: ir.Module, name: str, cfg: MatmulConfig, rows: in
 
 
 def _emit_direct_kernel(
-    module: ir.Module, name: str, cfg: MatmulConfig, rows: int, sets: int, clamped: bool
+    module: ir.Module, name: str, cfg: MatmulConfig, rows: int, sets: int, clamped: bool, padded: bool
 ) -> ir.Function:
     """``kernel(kc, A, a_rs, a_ks, B, ldb, C, ldc, mr, nr, beta)``: a tile from unpacked operands.
 
@@ -397,6 +397,10 @@ def _emit_direct_kernel(
     would read past A, read row ``mr - 1`` again into accumulators that are never stored.
     The others keep each row at a constant distance from A, which on x86 folds into the
     load's address (a clamped kernel needs a register per row and ran a third slower).
+    A ``padded`` kernel reads B from a packed panel whose rows hold NR values (zeros past
+    ``nr``) and always computes and loads whole rows with plain loads: reading the panel
+    with the masked kernels made a 32 x 64 x 10 product slower than the packed path, and a
+    branch for narrower tiles would add a tenth to the library's IR for rare products.
     """
     t = llvm_float_type(cfg.dtype).as_pointer()
     arg_types = [_I64, t, _I64, _I64, t, _I64, t, _I64, _I64, _I64, _I1]
@@ -407,12 +411,13 @@ def _emit_direct_kernel(
     last = b.sub(mr, e.i64(1))
     a_rows = [e.at(a, b.mul(e.min(e.i64(r), last) if clamped else e.i64(r), a_rs)) for r in range(rows)]
     # One branch per count of vectors that hold the tile's columns, the widest last.
-    for used in range(1, cfg.nr_vectors + 1):
+    first = cfg.nr_vectors if padded else 1
+    for used in range(first, cfg.nr_vectors + 1):
         if used < cfg.nr_vectors:
             here, wider = b.append_basic_block(f"v{used}"), b.append_basic_block(f"over{used}")
             b.cbranch(b.icmp_signed("<=", nr, e.i64(used * cfg.lanes)), here, wider)
             b.position_at_end(here)
-        mask = e.lane_mask(nr, (used - 1) * cfg.lanes)
+        mask = None if padded else e.lane_mask(nr, (used - 1) * cfg.lanes)
         accs = _direct_tile(e, a_rows, a_ks, bmat, ldb, kc, used, mask, sets)
         _store_tile(e, accs, c, ldc, mr, nr, beta)
         b.ret_void()
@@ -423,11 +428,11 @@ def _emit_direct_kernel(
 
 def _direct_tile(e: _Emitter, a_rows, a_ks, bmat, ldb, kc, used: int, mask, sets: int):
     """The first ``used`` vectors of each row of the tile of `_emit_direct_kernel`; the last
-    vector of B's rows is loaded under ``mask``."""
+    vector of B's rows is loaded under ``mask`` unless it is None."""
     b, cfg = e.b, e.cfg
 
     def load_b(pointer, v):
-        if v < used - 1:
+        if v < used - 1 or mask is None:
             return e.load_vector(pointer, cfg.itemsize)
         return e.masked_load(pointer, mask, cfg.itemsize)
 
@@ -817,8 +822,9 @@ def emit_matmul(
     # width exactly when A is stored transposed. Likewise B's NR columns when not transposed.
     pack_a = _shared_pack(module, tag, cfg, cfg.mr, along_width=bool(trans_a))
     pack_b = _shared_pack(module, tag, cfg, cfg.nr, along_width=not trans_b)
-    # Unpacked tiles read B's rows as vectors, which needs them contiguous: not for op(B) = Bᵀ.
-    direct = _shared_direct_kernels(module, tag, cfg) if cfg.direct_volume and not trans_b else None
+    # Small products read A in place; B too, unless op(B) = Bᵀ, whose rows are columns of B
+    # and are packed one strip at a time (see `_packed_strip`).
+    direct = _shared_direct_kernels(module, tag, cfg, padded=bool(trans_b)) if cfg.direct_volume else None
     _emit_driver(fn, cfg, kernels, pack_a, pack_b, bool(trans_a), bool(trans_b), direct)
     return fn
 
@@ -840,13 +846,15 @@ def _shared_kernels(module: ir.Module, tag: str, cfg: MatmulConfig) -> list[tupl
     return kernels
 
 
-def _shared_direct_kernels(module: ir.Module, tag: str, cfg: MatmulConfig):
-    """The kernels on unpacked operands: the full tile, and (height, clamped kernel) pairs as
-    `_shared_kernels` lists them for the last rows of a product."""
+def _shared_direct_kernels(module: ir.Module, tag: str, cfg: MatmulConfig, padded: bool):
+    """The kernels on unpacked A: the full tile, and (height, clamped kernel) pairs as
+    `_shared_kernels` lists them for the last rows of a product; ``padded`` ones read B from
+    a zero-padded panel (see `_emit_direct_kernel`)."""
 
     def kernel(rows: int, sets: int, clamped: bool) -> ir.Function:
-        name = f"matmul.direct.{tag}.u{cfg.unroll}.r{rows}s{sets}{'.clamped' if clamped else ''}"
-        return _shared(module, name, lambda n: _emit_direct_kernel(module, n, cfg, rows, sets, clamped))
+        suffix = f"{'.clamped' if clamped else ''}{'.padded' if padded else ''}"
+        name = f"matmul.direct.{tag}.u{cfg.unroll}.r{rows}s{sets}{suffix}"
+        return _shared(module, name, lambda n: _emit_direct_kernel(module, n, cfg, rows, sets, clamped, padded))
 
     edges = [(rows, kernel(rows, sets, True)) for rows, sets in [*_edge_kernels(cfg), (cfg.mr, 1)]]
     return kernel(cfg.mr, 1, False), edges
@@ -885,7 +893,9 @@ def _emit_driver(fn, cfg: MatmulConfig, kernels, pack_a, pack_b, trans_a: bool, 
         packed_block = b.append_basic_block("packed")
         b.cbranch(small, direct_block, packed_block)
         b.position_at_end(direct_block)
-        _direct_loops(e, direct, m, n, k, a, a_rs, a_ks, bmat, ldb, c, ldc, accumulate)
+        # op(B) = Bᵀ has no rows to load as vectors: each strip is packed into one panel first.
+        strip = _packed_strip(e, pack_b, work, bmat, k, ldb) if trans_b else _strip_in_place(e, bmat, ldb)
+        _direct_loops(e, direct, m, n, k, a, a_rs, a_ks, strip, c, ldc, accumulate)
         b.branch(exit_block)
         b.position_at_end(packed_block)
     ap, bp = _workspace_pointers(e, work, m, n, k)
@@ -918,23 +928,52 @@ def _emit_driver(fn, cfg: MatmulConfig, kernels, pack_a, pack_b, trans_a: bool, 
     b.ret_void()
 
 
-def _direct_loops(e: _Emitter, kernels, m, n, k, a, a_rs, a_ks, bmat, ldb, c, ldc, accumulate) -> None:
-    """Tiles of C straight from A and B, without packing, blocking or a workspace.
+def _strip_in_place(e: _Emitter, bmat, ldb):
+    """``strip(jr, cols)``: (pointer, row stride) of op(B)'s columns ``jr, ...`` where they lie."""
+    return lambda jr, cols: (e.at(bmat, jr), ldb)
+
+
+def _packed_strip(e: _Emitter, pack_b, work, bmat, k, ldb):
+    """``strip(jr, cols)`` for op(B) = Bᵀ: columns ``jr, ...`` of op(B), rows ``jr, ...`` of B
+    (contiguous along k), packed into one ``K x NR`` panel at the workspace's first cache
+    line and read from there with row stride NR.
+
+    The transposing pack of the blocked path fills it (lanes past ``cols`` zeroed); one panel
+    serves every row tile of its strip, so A is read in place and the workspace never needs
+    more than ``K * NR`` elements.
+    """
+    b, cfg = e.b, e.cfg
+    address = b.ptrtoint(work, _I64)
+    aligned = b.and_(b.add(address, e.i64(_ALIGN - 1)), e.i64(-_ALIGN))
+    panel = b.gep(work, [b.sdiv(b.sub(aligned, address), e.i64(cfg.itemsize))])
+
+    def strip(jr, cols):
+        # pack(dst, src, kc, valid, ks, ws): B's rows jr, jr+1, ... are the panel's columns.
+        b.call(pack_b, [panel, e.at(bmat, b.mul(jr, ldb)), k, cols, e.i64(1), ldb])
+        return panel, e.i64(cfg.nr)
+
+    return strip
+
+
+def _direct_loops(e: _Emitter, kernels, m, n, k, a, a_rs, a_ks, strip, c, ldc, accumulate) -> None:
+    """Tiles of C straight from A (and B, unless ``strip`` packs it), without the blocked loops.
 
     For products this small, packing cost as much as the tiles it fed: a 32 x 10 x 64
     product spent a fifth of its time copying panels, and a 10-column result ran through
     16-column panels padded with zeros. Every operand fits in L1 here, so reading A and B
     in place costs nothing the cache does not already hide. Column blocks are outermost, so
-    a ``K x NR`` strip of B is reused by every row tile while it is in L1.
+    a ``K x NR`` strip of B (``strip(jr, cols)`` gives its pointer and row stride) is reused
+    by every row tile while it is in L1.
     """
     b, cfg = e.b, e.cfg
     full, edges = kernels
     with e.loop(e.i64(0), n, cfg.nr, "dj") as jr:
         cols = e.min(e.i64(cfg.nr), b.sub(n, jr))
+        bmat, ldb = strip(jr, cols)
         with e.loop(e.i64(0), m, cfg.mr, "di") as ir_:
             rows = e.min(e.i64(cfg.mr), b.sub(m, ir_))
             tile = e.at(c, b.mul(ir_, ldc), jr)
-            args = [k, e.at(a, b.mul(ir_, a_rs)), a_rs, a_ks, e.at(bmat, jr), ldb, tile, ldc, rows, cols, accumulate]
+            args = [k, e.at(a, b.mul(ir_, a_rs)), a_rs, a_ks, bmat, ldb, tile, ldc, rows, cols, accumulate]
             whole = b.icmp_signed("==", rows, e.i64(cfg.mr))
             with b.if_else(whole) as (then, otherwise):
                 with then:

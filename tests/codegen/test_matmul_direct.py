@@ -1,6 +1,9 @@
 """Small products read in place (no packing) against NumPy and against the packed path."""
 
+import ctypes
 import dataclasses
+import mmap
+import sys
 
 import llvmlite.ir as ir
 import numpy as np
@@ -12,8 +15,21 @@ DTYPES = ["float32", "float64"]
 TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
 
 # Rows of every tile height (M mod 6 from 0 to 5 on AVX2), columns narrower than, equal to
-# and past one tile, one column (the output layer of a regression), K = 1 and K = 0.
-SHAPES = [(32, 10, 64), (32, 64, 10), (64, 10, 32), (32, 1, 16), (7, 17, 3), (13, 16, 1), (5, 33, 2), (1, 1, 1)]
+# and past one tile, one column (the output layer of a regression), K = 1 and K = 0; K a
+# multiple of the lanes and not (op(B) = Bᵀ is transposed by whole blocks of lanes, then
+# one k at a time).
+SHAPES = [
+    (32, 10, 64),
+    (32, 64, 10),
+    (64, 10, 32),
+    (32, 1, 16),
+    (32, 16, 16),
+    (7, 17, 3),
+    (13, 16, 1),
+    (5, 33, 2),
+    (1, 1, 1),
+    (11, 40, 19),
+]
 
 
 @pytest.fixture(scope="module", params=DTYPES)
@@ -89,14 +105,15 @@ def test_wider_tile_configuration_reads_in_place():
 
 @pytest.mark.parametrize(
     "direct_volume,trans_b,emitted",
-    [(0, False, False), (4096, False, True), (4096, True, False)],
+    [(0, False, set()), (0, True, set()), (4096, False, {"in place"}), (4096, True, {"padded"})],
 )
 def test_direct_tiles_are_emitted_only_where_they_apply(direct_volume, trans_b, emitted):
-    # op(B) = Bᵀ has no contiguous rows to load as vectors, so it always packs.
+    # op(B) = Bᵀ packs one strip of B at a time into a padded panel, read with plain loads.
     cfg = dataclasses.replace(matmul_config("float32"), direct_volume=direct_volume)
     module = ir.Module()
     emit_matmul(module, "mm", "float32", False, trans_b, cfg)
-    assert any(name.startswith("matmul.direct.") for name in module.globals) == emitted
+    direct = [name for name in module.globals if name.startswith("matmul.direct.")]
+    assert {"padded" if name.endswith(".padded") else "in place" for name in direct} == emitted
 
 
 @pytest.mark.parametrize("m,n,k", [(97, 16, 8), (8, 16, 385), (64, 64, 65)])
@@ -112,3 +129,34 @@ def test_products_past_the_direct_limits_pack_and_stay_correct(pair, m, n, k):
 def test_negative_direct_volume_is_refused():
     with pytest.raises(ValueError, match="direct_volume must be a non-negative integer"):
         dataclasses.replace(matmul_config("float32"), direct_volume=-1)
+
+
+_PROT_NONE = 0  # mprotect's "no access" (the mmap module names only the other flags)
+
+
+def _before_a_guard_page(x: np.ndarray, keep: list) -> np.ndarray:
+    """A copy of the C-contiguous ``x`` whose last byte is followed by an unreadable page."""
+    page = mmap.PAGESIZE
+    size = -(-x.nbytes // page) * page
+    region = mmap.mmap(-1, size + page)
+    base = np.frombuffer(region, np.uint8)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    assert libc.mprotect(base.ctypes.data + size, page, _PROT_NONE) == 0
+    keep += [region, base]
+    copy = base[size - x.nbytes : size].view(x.dtype).reshape(x.shape)
+    copy[...] = x
+    return copy
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs mprotect")
+@pytest.mark.parametrize("trans_a,trans_b", TRANSPOSES)
+@pytest.mark.parametrize("m,n,k", [(7, 17, 3), (32, 1, 16), (13, 33, 9), (1, 5, 1)])
+def test_small_products_read_nothing_past_their_operands(pair, m, n, k, trans_a, trans_b):
+    # Each operand ends where an unreadable page begins: a load past its last element
+    # (a whole vector over a short row, a tile's rows past M) would fault.
+    direct, packed = pair
+    keep: list = []
+    a, b = (_before_a_guard_page(x, keep) for x in _operands(m, n, k, trans_a, trans_b, direct.dtype, seed=k))
+    c = direct(a, b, trans_a=trans_a, trans_b=trans_b)
+    np.testing.assert_array_equal(c, packed(a, b, trans_a=trans_a, trans_b=trans_b))
