@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from common import THREAD_VARIABLES
+from common import THREAD_VARIABLES, emit_repeat
 
 for _var in THREAD_VARIABLES:
     os.environ[_var] = "1"
@@ -71,11 +71,10 @@ def compile_kernels(dtype: str):
     (about 1.5 us for eleven arguments) that a Python-level loop adds to every call.
     """
     module = ir.Module()
-    i64 = ir.IntType(64)
     for trans_a in (False, True):
         for trans_b in (False, True):
             kernel = emit_matmul(module, _name(trans_a, trans_b), dtype, trans_a, trans_b)
-            _emit_repeat(module, kernel, i64)
+            emit_repeat(module, kernel, f"repeat_{kernel.name}")
     compiled = compile_ir(module)
     argtypes = (ctypes.c_int64,) * 3 + (ctypes.c_void_p, ctypes.c_int64) * 3 + (ctypes.c_int32, ctypes.c_void_p)
     return {
@@ -86,23 +85,6 @@ def compile_kernels(dtype: str):
 
 def _name(trans_a: bool, trans_b: bool) -> str:
     return f"mm_{'t' if trans_a else 'n'}{'t' if trans_b else 'n'}"
-
-
-def _emit_repeat(module, kernel, i64) -> None:
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [i64, *kernel.function_type.args]), f"repeat_{kernel.name}")
-    count, *args = fn.args
-    entry, loop, done = (fn.append_basic_block(label) for label in ("entry", "loop", "done"))
-    b = ir.IRBuilder(entry)
-    b.branch(loop)
-    b.position_at_end(loop)
-    i = b.phi(i64)
-    i.add_incoming(ir.Constant(i64, 0), entry)
-    b.call(kernel, args)
-    i_next = b.add(i, ir.Constant(i64, 1))
-    i.add_incoming(i_next, loop)
-    b.cbranch(b.icmp_signed("<", i_next, count), loop, done)
-    b.position_at_end(done)
-    b.ret_void()
 
 
 def _operands(m, n, k, trans_a, trans_b, dtype, rng):

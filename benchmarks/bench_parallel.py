@@ -22,7 +22,7 @@ import time
 
 import llvmlite.ir as ir
 import numpy as np
-from common import OtherLoad
+from common import OtherLoad, emit_repeat
 
 import symbackprop as sb
 from codegen import parallel
@@ -59,30 +59,10 @@ def compile_variants(dtype: str = "float32"):
             kernel = emit_matmul(module, f"mm_{tag}", dtype, trans_a, trans_b)
             wrapper = parallel.parallel_matmul(module, kernel, dtype, trans_a, trans_b)
             for label, callee in (("one", kernel), ("two", wrapper)):
-                names[trans_a, trans_b, label] = _emit_repeat(module, callee, f"repeat_{label}_{tag}")
+                names[trans_a, trans_b, label] = emit_repeat(module, callee, f"repeat_{label}_{tag}")
     compiled = compile_ir(module)
     argtypes = (ctypes.c_int64,) * 3 + (ctypes.c_void_p, ctypes.c_int64) * 3 + (ctypes.c_int32, ctypes.c_void_p)
     return {key: compiled.function(name, None, ctypes.c_int64, *argtypes) for key, name in names.items()}
-
-
-def _emit_repeat(module: ir.Module, callee: ir.Function, name: str) -> str:
-    """``void name(count, args...)`` calling ``callee(args...)`` ``count`` times."""
-    i64 = ir.IntType(64)
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [i64, *callee.function_type.args]), name)
-    count, *args = fn.args
-    entry, loop, done = (fn.append_basic_block(label) for label in ("entry", "loop", "done"))
-    b = ir.IRBuilder(entry)
-    b.branch(loop)
-    b.position_at_end(loop)
-    i = b.phi(i64)
-    i.add_incoming(ir.Constant(i64, 0), entry)
-    b.call(callee, args)
-    following = b.add(i, ir.Constant(i64, 1))
-    i.add_incoming(following, loop)
-    b.cbranch(b.icmp_signed("<", following, count), loop, done)
-    b.position_at_end(done)
-    b.ret_void()
-    return name
 
 
 def _rate(repeat, args, flops: int, seconds: float) -> float:

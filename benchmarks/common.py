@@ -217,3 +217,26 @@ class Worker:
         self.process.stdin.close()
         self.process.wait()
         self.log.close()
+
+
+def emit_repeat(module, callee, name: str) -> str:
+    """Add ``void name(count, args...)`` to an llvmlite module, calling ``callee(args...)``
+    ``count`` times: a loop in native code, so timings of short kernels exclude the Python call."""
+    from llvmlite import ir
+
+    i64 = ir.IntType(64)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [i64, *callee.function_type.args]), name)
+    count, *args = fn.args
+    entry, loop, done = (fn.append_basic_block(label) for label in ("entry", "loop", "done"))
+    b = ir.IRBuilder(entry)
+    b.branch(loop)
+    b.position_at_end(loop)
+    i = b.phi(i64)
+    i.add_incoming(ir.Constant(i64, 0), entry)
+    b.call(callee, args)
+    following = b.add(i, ir.Constant(i64, 1))
+    i.add_incoming(following, loop)
+    b.cbranch(b.icmp_signed("<", following, count), loop, done)
+    b.position_at_end(done)
+    b.ret_void()
+    return name
