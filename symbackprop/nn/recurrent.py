@@ -18,6 +18,7 @@ class _Recurrent(Module):
     """Parameters, input checks and the loop over time; subclasses define ``gates`` and ``cell``."""
 
     gates: int
+    hidden_bias = False  # a second bias, added to the recurrent product (GRU's reset gate scales it)
 
     def __init__(
         self,
@@ -38,6 +39,8 @@ class _Recurrent(Module):
         self.Wx = self.add_param("Wx", (in_features, width), init=init, seed=derive_seed(seed, 0), dtype=dtype)
         self.Wh = self.add_param("Wh", (hidden, width), init=recurrent_init, seed=derive_seed(seed, 1), dtype=dtype)
         self.b = self.add_param("b", (width,), init=bias_init, seed=derive_seed(seed, 2), dtype=dtype)
+        if self.hidden_bias:
+            self.bh = self.add_param("bh", (width,), init=bias_init, seed=derive_seed(seed, 3), dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x, 3, "(batch, time, features)", self.in_features, self.Wx.dtype)
@@ -146,21 +149,7 @@ class GRU(_Recurrent):
     """
 
     gates = 3
-
-    def __init__(
-        self,
-        in_features: int,
-        hidden: int,
-        return_sequences: bool = False,
-        init="glorot_uniform",
-        recurrent_init="glorot_uniform",
-        bias_init="zeros",
-        seed: int | None = None,
-        name: str | None = None,
-        dtype: str = "float32",
-    ):
-        super().__init__(in_features, hidden, return_sequences, init, recurrent_init, bias_init, seed, name, dtype)
-        self.bh = self.add_param("bh", (3 * hidden,), init=bias_init, seed=derive_seed(seed, 3), dtype=self.b.dtype)
+    hidden_bias = True
 
     def cell(self, inputs: Tensor, h):
         # With no previous state, h·Wh is zero and only the hidden bias is left.
