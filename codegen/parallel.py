@@ -75,10 +75,11 @@ THREADS_VAR = "SYMBACKPROP_THREADS"
 HOOK_SYMBOL = "sbp_parallel_hook"
 
 # Products below this many FLOPs (2 M N K) stay on one thread. Measured on Zen 3 with a
-# worker that is awake: from about 1e6 FLOPs (12 us of work) the split is often 1.4-1.6x
-# faster, but unevenly, as a hand-off costs 1-3 us; from 4e6 it is 1.6-1.8x. See
-# docs/backend-llvm.md.
-MIN_FLOPS = 4_000_000
+# worker that is awake: a hand-off costs 0.25-0.4 us, and a 64x64x64 product (5e5 FLOPs,
+# 6 us on one core) takes 3.4-3.6 us split. Smaller products lose inside a training step,
+# where the worker first has to pull their operands from the other core's cache (digits'
+# 32x64x64 steps: 17-18 us split against 14-15 us alone). See docs/backend-llvm.md.
+MIN_FLOPS = 500_000
 # Products from this many FLOPs are handed to a sleeping worker (which it wakes) rather
 # than run alone: their chunks take much longer than the worker takes to wake, up to a
 # millisecond or two on a virtual machine whose idle CPU the host has descheduled.
@@ -93,6 +94,12 @@ CHUNKS = 2
 # has descheduled the idle virtual CPU); the caller spins while the worker finishes.
 WORKER_SPIN_US = 300.0
 CALLER_SPIN_US = 2000.0
+# While spinning, each side calls ``sched_yield`` at most this often, in microseconds, so
+# that another process waiting for its CPU gets it. Not at every turn: the system call
+# costs about a microsecond on this virtual machine, and yielding at every turn made each
+# hand-off of a job cost 1.1-1.4 us instead of 0.25-0.4 us (measured with chunks of
+# 0.5 to 5 us).
+YIELD_US = 20.0
 
 # Fused elementwise loops (codegen/fusion.py) from this many elements are cut in two
 # chunks, run by both threads when the worker is awake: 32768 elements of swish's loop take
@@ -160,6 +167,7 @@ class _RuntimeEmitter:
         self.count = self._word("job.count", _I64)
         self.worker_spin = self._word("config.worker_spin", _I64)
         self.caller_spin = self._word("config.caller_spin", _I64)
+        self.yield_every = self._word("config.yield_every", _I64)
         self.grace = self._word("config.grace", _I64)  # cycles, like the three below
         self.backoff_min = self._word("config.backoff_min", _I64)
         self.backoff_max = self._word("config.backoff_max", _I64)
@@ -212,15 +220,19 @@ class _RuntimeEmitter:
         elif self.spin_hint == "aarch64":
             b.call(self._intrinsic("llvm.aarch64.hint", [_I32]), [ir.Constant(_I32, 1)])
 
-    def relax(self, b: ir.IRBuilder) -> None:
-        """One step of a spin-wait: the hint, then ``sched_yield``.
+    def relax(self, b: ir.IRBuilder, now: ir.Value, next_yield: ir.Value) -> ir.Value:
+        """One step of a spin-wait: the hint, then ``sched_yield`` if the cycle count ``now``
+        has reached ``next_yield``; returns the next ``next_yield``.
 
         Where another thread waits for this CPU (a process that keeps the other core
         busy), yielding hands it over instead of spinning against it; on an idle CPU the
-        call returns at once.
+        call returns at once, but costs a system call, hence only every `YIELD_US`.
         """
         self.pause(b)
-        b.call(self.sched_yield, [])
+        due = b.icmp_unsigned(">=", now, next_yield)
+        with b.if_then(due, likely=False):
+            b.call(self.sched_yield, [])
+        return b.select(due, b.add(now, self.load(b, self.yield_every, "monotonic")), next_yield)
 
     def _intrinsic(self, name: str, args: list[ir.Type]) -> ir.Function:
         existing = self.module.globals.get(name)
@@ -276,20 +288,23 @@ def _emit_worker_main(e: _RuntimeEmitter) -> None:
     b.cbranch(posted, take, spin_start)
     # Spin a while: the next matmul of a step usually comes within microseconds.
     b.position_at_end(spin_start)
-    first_deadline = b.add(e.cycles(b), e.load(b, e.worker_spin, "monotonic"))
+    spin_from = e.cycles(b)
+    first_deadline = b.add(spin_from, e.load(b, e.worker_spin, "monotonic"))
+    first_yield = b.add(spin_from, e.load(b, e.yield_every, "monotonic"))
     b.branch(spin)
     b.position_at_end(spin)
-    deadline = b.phi(_I64)
+    deadline, next_yield = b.phi(_I64), b.phi(_I64)
     deadline.add_incoming(first_deadline, spin_start)
+    next_yield.add_incoming(first_yield, spin_start)
     now = e.cycles(b)
     b.cbranch(b.icmp_signed("<", now, deadline), spin_body, sleep)
     b.position_at_end(spin_body)
-    e.relax(b)
+    next_yield.add_incoming(e.relax(b, now, next_yield), b.block)
     # While a caller is still inside its job (finishing its own chunks), the next job
     # is near: the countdown starts when it leaves.
     held = b.icmp_signed("!=", e.load(b, e.owner, "monotonic"), ir.Constant(_I32, 0))
     later = b.add(now, e.load(b, e.worker_spin, "monotonic"))
-    deadline.add_incoming(b.select(held, later, deadline), spin_body)
+    deadline.add_incoming(b.select(held, later, deadline), b.block)
     b.cbranch(b.icmp_signed("!=", e.load(b, e.seq, "monotonic"), seen), top, spin)
     # Sleep. The caller wakes us only if it sees `sleeping` set; with both sides
     # sequentially consistent, either it sees the flag or we see its new counter.
@@ -419,13 +434,17 @@ def _finish_job(e: _RuntimeEmitter, b: ir.IRBuilder, fn: ir.Function, started, f
     # The worker is inside the job: it runs at most one chunk more. Spin, then sleep.
     b.position_at_end(wait)
     deadline = b.add(finished, e.load(b, e.caller_spin, "monotonic"))
+    first_yield = b.add(finished, e.load(b, e.yield_every, "monotonic"))
     b.branch(check)
     b.position_at_end(check)
+    next_yield = b.phi(_I64)
+    next_yield.add_incoming(first_yield, wait)
     left = b.icmp_signed("==", e.load(b, e.job), ir.Constant(_I32, _LEFT))
     b.cbranch(left, done, pause)
     b.position_at_end(pause)
-    e.relax(b)
-    b.cbranch(b.icmp_signed("<", e.cycles(b), deadline), check, sleep)
+    now = e.cycles(b)
+    next_yield.add_incoming(e.relax(b, now, next_yield), b.block)
+    b.cbranch(b.icmp_signed("<", now, deadline), check, sleep)
     b.position_at_end(sleep)
     e.store(b, 1, e.caller_sleeping, "seq_cst")
     state = e.load(b, e.job, "seq_cst")
@@ -517,7 +536,7 @@ def _emit_control(e: _RuntimeEmitter) -> None:
         e.store(b, _NONE, e.job, "seq_cst")
     b.ret_void()
 
-    words = (e.worker_spin, e.caller_spin, e.grace, e.backoff_min, e.backoff_max)
+    words = (e.worker_spin, e.caller_spin, e.yield_every, e.grace, e.backoff_min, e.backoff_max)
     fn, b = e.function("sbp_configure", ir.FunctionType(_VOID, [_I64] * len(words)))
     for value, word in zip(fn.args, words):
         e.store(b, value, word, "monotonic")
@@ -565,7 +584,7 @@ class _Runtime:
         self.worker_main = self.compiled.address("sbp_worker_main")
         self.stop = self.compiled.function("sbp_stop", None)
         self.reset = self.compiled.function("sbp_reset", None, ctypes.c_int32)
-        self.configure = self.compiled.function("sbp_configure", None, *[ctypes.c_int64] * 5)
+        self.configure = self.compiled.function("sbp_configure", None, *[ctypes.c_int64] * 6)
         self.cycle_count = self.compiled.function("sbp_cycles", ctypes.c_int64)
         self.read_statistics = self.compiled.function("sbp_statistics", None, ctypes.c_void_p)
         self.pause_loop = self.compiled.function("sbp_pause_loop", None, ctypes.c_int64)
@@ -582,7 +601,7 @@ class _Runtime:
     def apply_settings(self) -> None:
         """The times chosen in this module, as cycle counts."""
         cycles = [int(ms * 1e6 * self.cycles_per_ns) for ms in (GRACE_MS, *BACKOFF_MS)]
-        spins = [int(us * 1e3 * self.cycles_per_ns) for us in (WORKER_SPIN_US, CALLER_SPIN_US)]
+        spins = [int(us * 1e3 * self.cycles_per_ns) for us in (WORKER_SPIN_US, CALLER_SPIN_US, YIELD_US)]
         self.configure(*spins, *cycles)
 
 
@@ -765,7 +784,7 @@ def split_eligible(m: int, n: int, k: int) -> bool:
 
     Examples
     --------
-    >>> split_eligible(128, 256, 784), split_eligible(64, 64, 64)
+    >>> split_eligible(64, 64, 64), split_eligible(32, 64, 64)
     (True, False)
     """
     if m <= 0 or n <= 0 or k <= 0:

@@ -186,8 +186,10 @@ def test_workspace_size_in_ir_equals_matmul_workspace_size():
 
 
 def test_split_eligibility_follows_the_threshold():
-    assert parallel.split_eligible(100, 100, 200)  # exactly MIN_FLOPS
-    assert not parallel.split_eligible(100, 100, 199)
+    assert parallel.MIN_FLOPS == 500_000  # the cases below are written for this threshold
+    assert parallel.split_eligible(50, 50, 100)  # exactly MIN_FLOPS
+    assert not parallel.split_eligible(50, 50, 99)
+    assert parallel.split_eligible(64, 64, 64) and not parallel.split_eligible(32, 64, 64)
     assert not parallel.split_eligible(0, 10**6, 10**6)
     single = matmul_workspace_size(128, 256, 784, "float32")
     assert parallel.matmul_workspace_elements(128, 256, 784, "float32") == 2 * single
