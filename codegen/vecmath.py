@@ -13,7 +13,9 @@ Algorithms (see docs/backend-llvm.md for measured errors):
   so that results near overflow and in the subnormal range are right.
 - log: exponent and mantissa read from the bits (subnormals pre-scaled by ``2^p``), mantissa
   ``m`` in ``[sqrt(1/2), sqrt(2))``, ``log(m) = 2 atanh(s)`` with ``s = (m-1)/(m+1)``.
-- tanh: ``-expm1(-2|x|) / (2 + expm1(-2|x|))`` with the sign restored; expm1 shares exp's
+- tanh: in float32, ``x P(x^2) / Q(x^2)`` with ``x`` clamped to ``[-9.02, 9.02]``, a rational
+  fit of degree 4 over 4 in ``x^2`` (`TANH32_P`, `TANH32_Q`); in float64
+  ``-expm1(-2|x|) / (2 + expm1(-2|x|))`` with the sign restored, where expm1 shares exp's
   reduction, so there is no cancellation for small ``|x|``.
 - sigmoid: ``1/(1+e)`` for ``x >= 0`` and ``e/(1+e)`` for ``x < 0``, ``e = exp(-|x|)``,
   which never overflows and keeps full relative accuracy for large negative ``x``.
@@ -93,6 +95,25 @@ class _Format:
 
 
 _FLOAT = _Format(bits=32, mantissa_bits=23, exponent_bias=127, ln2_hi_bits=12)
+
+# float32 tanh(x) = x P(x^2) / Q(x^2) on |x| <= TANH32_CLAMP, coefficients from the constant
+# term up. Fitted here to tanh(x)/x on [0, 9.02] for the least maximum relative error, by
+# iteratively reweighted linear least squares (P - f Q weighted by 1/(f Q) of the previous
+# round, then Lawson's weights): 2.1e-8 (0.18 eps) in exact arithmetic, checked by the
+# tests. All coefficients are positive, so both polynomials are sums of positive terms
+# without cancellation and Q >= 1. Above 9.01, tanh rounds to 1 in float32, so the clamp
+# is exact. Evaluated with FMA, the result is within 2.6 eps; this is about twice as
+# fast as the expm1 form, which float64 keeps (a rational fit to 1e-16 would need far
+# higher degrees).
+TANH32_P = (
+    0.9999999790657068,
+    0.13379718070755656,
+    0.003494034499866269,
+    2.0583471732874784e-05,
+    1.3319042424519978e-08,
+)
+TANH32_Q = (1.0, 0.4671303332248655, 0.02587107352416035, 0.0003283092373330673, 7.762010831476041e-07)
+TANH32_CLAMP = 9.02
 _DOUBLE = _Format(bits=64, mantissa_bits=52, exponent_bias=1023, ln2_hi_bits=40)
 
 
@@ -263,12 +284,24 @@ def tanh(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
     See `exp` for the parameters.
     """
     e = _Emitter(builder, x)
+    if e.fmt is _FLOAT:
+        return _tanh_rational(e, x)
     ax = e.call("fabs", x)
     ax = e.select(e.cmp("<", ax, e.f(e.fmt.tanh_clamp)), ax, e.f(e.fmt.tanh_clamp))
     em = _expm1_nonpositive(e, builder.fmul(ax, e.f(-2.0)))
     t = builder.fdiv(builder.fneg(em), builder.fadd(em, e.f(2.0)))
     y = e.call("copysign", t, x)
     return e.select(e.is_nan(x), x, y)
+
+
+def _tanh_rational(e: _Emitter, x: ir.Value) -> ir.Value:
+    """float32 tanh as ``x P(x^2) / Q(x^2)``; an odd function, so ``-0`` stays ``-0``."""
+    b, limit = e.b, e.f(TANH32_CLAMP)
+    xc = e.select(e.cmp("<", x, limit), x, limit)  # NaN becomes the limit here, and is put back below
+    xc = e.select(e.cmp(">", xc, b.fneg(limit)), xc, b.fneg(limit))
+    t = b.fmul(xc, xc)
+    ratio = b.fdiv(e.horner(t, TANH32_P[::-1]), e.horner(t, TANH32_Q[::-1]))
+    return e.select(e.is_nan(x), x, b.fmul(xc, ratio))
 
 
 def sigmoid(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
