@@ -2,15 +2,15 @@
 
 A matmul kernel with its packing, edge tiles and two-thread dispatch is several hundred
 kilobytes of IR that LLVM needs most of a second to optimise. Emitting it into every
-program made each new model pay that again, so the kernels live in one module of their own,
-compiled (or loaded from the object cache) the first time a program needs them, and
-registered as process symbols (``llvm.add_symbol``) that the programs' modules declare and
-call. The library's engine is kept for the life of the process, as its code must be.
+program made each new model pay that again, so each variant (precision and transpositions)
+lives in a module of its own, compiled (or loaded from the object cache) the first time a
+program needs it, and registered as a process symbol (``llvm.add_symbol``) that the
+programs' modules declare and call. The engines are kept for the life of the process, as
+their code must be.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import threading
 
@@ -19,6 +19,7 @@ import llvmlite.ir as ir
 
 from . import program_cache
 from .jit import CompiledModule, compile_keyed
+from .kernels import Matmul
 from .matmul import emit_matmul
 from .parallel import parallel_matmul
 
@@ -31,35 +32,69 @@ def matmul_symbol(dtype: str, trans_a: bool, trans_b: bool) -> str:
     return f"sbp_matmul_{dtype}_{'t' if trans_a else 'n'}{'t' if trans_b else 'n'}"
 
 
-def _library_module() -> ir.Module:
-    module = ir.Module(name="symbackprop_kernels")
-    for dtype, trans_a, trans_b in itertools.product(DTYPES, (False, True), (False, True)):
-        kernel = emit_matmul(module, f"matmul_{dtype}_{int(trans_a)}{int(trans_b)}", dtype, trans_a, trans_b)
-        kernel.linkage = "internal"
-        wrapper = parallel_matmul(module, kernel, dtype, trans_a, trans_b)
-        exported = ir.Function(module, wrapper.function_type, name=matmul_symbol(dtype, trans_a, trans_b))
-        builder = ir.IRBuilder(exported.append_basic_block("entry"))
-        builder.call(wrapper, list(exported.args))
-        builder.ret_void()
+def _variant_module(dtype: str, trans_a: bool, trans_b: bool) -> ir.Module:
+    """One matmul variant: the kernel, its two-thread wrapper and the exported entry point."""
+    symbol = matmul_symbol(dtype, trans_a, trans_b)
+    module = ir.Module(name=symbol)
+    kernel = emit_matmul(module, f"matmul_{dtype}_{int(trans_a)}{int(trans_b)}", dtype, trans_a, trans_b)
+    kernel.linkage = "internal"
+    wrapper = parallel_matmul(module, kernel, dtype, trans_a, trans_b)
+    exported = ir.Function(module, wrapper.function_type, name=symbol)
+    builder = ir.IRBuilder(exported.append_basic_block("entry"))
+    builder.call(wrapper, list(exported.args))
+    builder.ret_void()
     return module
 
 
-@functools.cache
-def load() -> CompiledModule:
-    """Compile or load the library and register its functions; once per process."""
+_loaded: dict[str, CompiledModule] = {}
+
+
+def load_variant(dtype: str, trans_a: bool, trans_b: bool) -> CompiledModule:
+    """Compile or load one matmul variant and register its entry point; once per process.
+
+    Each variant is a module and a cache entry of its own (about 0.5 s of LLVM from cold), so
+    that a program compiles only the variants it calls: a float32 training step uses three
+    of the eight. Keyed by the compiler's source: a warm start loads the object code
+    without spending time generating the variant's IR in Python.
+    """
+    symbol = matmul_symbol(dtype, trans_a, trans_b)
     with _lock:
-        # Keyed by the compiler's source: a warm start loads the object code without spending
-        # ~0.2 s generating the library's IR in Python.
-        library = compile_keyed(f"kernel library {program_cache.source_token()}", _library_module)
-        for dtype, trans_a, trans_b in itertools.product(DTYPES, (False, True), (False, True)):
-            name = matmul_symbol(dtype, trans_a, trans_b)
-            llvm.add_symbol(name, library.address(name))
-        return library
+        compiled = _loaded.get(symbol)
+        if compiled is None:
+            identity = f"kernel library {program_cache.source_token()} {symbol}"
+            compiled = compile_keyed(identity, lambda: _variant_module(dtype, trans_a, trans_b))
+            llvm.add_symbol(symbol, compiled.address(symbol))
+            _loaded[symbol] = compiled  # kept for the life of the process, as its code must be
+        return compiled
+
+
+def load() -> list[CompiledModule]:
+    """Every variant of the library (both precisions, all four transpositions)."""
+    return [load_variant(*variant) for variant in itertools.product(DTYPES, (False, True), (False, True))]
+
+
+def loaded() -> list[str]:
+    """Entry points of the variants this process has loaded, sorted.
+
+    >>> _ = load_variant("float64", False, True)
+    >>> "sbp_matmul_float64_nt" in loaded()
+    True
+    """
+    with _lock:
+        return sorted(_loaded)
+
+
+def load_for(program) -> None:
+    """The variants that ``program``'s matmul kernels call, before its object code is loaded
+    (a program from the program cache was not emitted in this process)."""
+    for kernel in program.kernels:
+        if isinstance(kernel, Matmul):
+            load_variant(kernel.out.dtype, kernel.trans_a, kernel.trans_b)
 
 
 def declare_matmul(module: ir.Module, dtype: str, trans_a: bool, trans_b: bool) -> ir.Function:
-    """Declare one library matmul in a program's module (loading the library if needed)."""
-    load()
+    """Declare one library matmul in a program's module (loading that variant if needed)."""
+    load_variant(dtype, trans_a, trans_b)
     name = matmul_symbol(dtype, trans_a, trans_b)
     existing = module.globals.get(name)
     if existing is not None:

@@ -66,3 +66,36 @@ def test_damaged_entries_are_ignored_and_rebuilt(tmp_path):
     assert again["losses"] == first["losses"]
     third = run(tmp_path)
     assert third["stats"]["hits"] == 2
+
+
+VARIANTS_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import symbackprop as sb
+    from codegen import library
+    x = sb.input("x", (None, 3))
+    y = sb.input("y", (None,), "int64")
+    W = sb.param("W", (3, 4), init="glorot_uniform", seed=0)
+    V = sb.param("V", (4, 2), init="glorot_uniform", seed=1)
+    step = sb.compile_step(sb.softmax_cross_entropy(sb.tanh(x @ W) @ V, y), [x, y], [W, V], sb.optim.SGD(lr=0.1))
+    loss = step(np.linspace(-1, 1, 15, dtype=np.float32).reshape(5, 3), np.array([0, 1, 0, 1, 1]))
+    print(json.dumps({"loaded": library.loaded(), "loss": loss}))
+    """
+)
+
+
+def test_a_program_loads_only_the_matmul_variants_it_calls(tmp_path):
+    """Emitted (first process) or loaded from the program cache (second), a float32 step with
+    two layers calls x·W, δ·Wᵀ and hᵀ·δ: three of the library's eight variants."""
+    env = dict(os.environ, SYMBACKPROP_CACHE_DIR=str(tmp_path), SYMBACKPROP_CACHE="1")
+    results = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", VARIANTS_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    expected = ["sbp_matmul_float32_nn", "sbp_matmul_float32_nt", "sbp_matmul_float32_tn"]
+    assert results[0]["loaded"] == results[1]["loaded"] == expected
+    assert results[0]["loss"] == results[1]["loss"]
