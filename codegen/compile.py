@@ -13,6 +13,7 @@ from .emit import emit_program
 from .expr import FAST
 from .jit import compile_ir
 from .lower import lower
+from .profile import KernelProfile
 from .runtime import BoundProgram, CallChecks, Inspectable, native_entry
 
 
@@ -37,7 +38,9 @@ class CompiledFunction(Inspectable):
     calls. Results are new NumPy arrays. See :func:`symbackprop.compile`.
     """
 
-    def __init__(self, outputs, inputs: Sequence[Tensor], *, fast_math: bool = True, rewrite: bool = True):
+    def __init__(
+        self, outputs, inputs: Sequence[Tensor], *, fast_math: bool = True, rewrite: bool = True, profile: bool = False
+    ):
         single = isinstance(outputs, Tensor)
         self.outputs = [outputs] if single else list(outputs)
         if not self.outputs or not all(isinstance(o, Tensor) for o in self.outputs):
@@ -50,15 +53,17 @@ class CompiledFunction(Inspectable):
         def build():
             graph = simplify(self.outputs).outputs if rewrite else self.outputs
             program = lower(graph, self.inputs, reassociate=fast_math)
-            return program, emit_program(program, flags=FAST if fast_math else ())
+            return program, emit_program(program, flags=FAST if fast_math else (), profile=profile)
 
-        options = f"fast_math={fast_math};rewrite={rewrite}"
+        options = f"fast_math={fast_math};rewrite={rewrite}" + (";profile" if profile else "")
         self.program, ir_text = cached_build("function", self.outputs, self.inputs, param_order, options, build)
         self.compiled = compile_ir(ir_text)
         self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)
         self.params = [b for b in self.program.buffers if b.role == "param"]
         self.input_buffers = self.program.inputs
         self.checks = CallChecks(self.inputs, self.program.index_checks)
+        #: Kernel timings (`codegen.profile.KernelProfile`) when compiled with ``profile=True``.
+        self.profile = KernelProfile(self.program, self.compiled) if profile else None
 
     def __call__(self, *arrays):
         arrays, batch = self.checks(arrays)

@@ -36,6 +36,7 @@ from .kernels import (
 )
 from .library import declare_matmul
 from .parallel import CHUNKS, MIN_ELEMENTS, chunk_function, emit_parallel_for
+from .profile import ProfileEmitter
 
 I32, I64 = ir.IntType(32), ir.IntType(64)
 I8P = ir.IntType(8).as_pointer()
@@ -520,8 +521,10 @@ def kernel_buffers(kernel) -> list:
     return [v.buffer for v in views] + work
 
 
-def emit_program(program: Program, name: str = "run", flags=FAST) -> ir.Module:
-    """The LLVM module of a program: one internal function per kernel and ``i32 name(i8**, i64)``."""
+def emit_program(program: Program, name: str = "run", flags=FAST, profile: bool = False) -> ir.Module:
+    """The LLVM module of a program: one internal function per kernel and ``i32 name(i8**, i64)``.
+
+    With ``profile``, each kernel call is timed into counters that `codegen.profile` reads."""
     module = ir.Module(name=name)
     run = ir.Function(module, ir.FunctionType(I32, [I8P.as_pointer(), I64]), name=name)
     table, n = run.args
@@ -539,6 +542,7 @@ def emit_program(program: Program, name: str = "run", flags=FAST) -> ir.Module:
     with builder.if_then(unbound, likely=False):
         builder.ret(ir.Constant(I32, STATUS_UNBOUND))
     emitted: dict[str, ir.Function] = {}
+    timer = ProfileEmitter(module, name, len(program.kernels)) if profile else None
     for index, kernel in enumerate(program.kernels):
         buffers = list(dict.fromkeys(kernel_buffers(kernel)))
         signature = kernel_signature(kernel, buffers)
@@ -547,7 +551,10 @@ def emit_program(program: Program, name: str = "run", flags=FAST) -> ir.Module:
             kb = KernelBuilder(module, f"{name}_k{index}_{type(kernel).__name__.lower()}", buffers, flags)
             emitters[type(kernel)](kb, kernel)
             fn = emitted[signature] = kb.finish()
+        started = timer.start(builder) if timer else None
         builder.call(fn, [pointers[b] for b in buffers] + [n, status])
+        if timer:
+            timer.stop(builder, index, started)
     builder.ret(builder.load(status))
     return module
 

@@ -19,6 +19,7 @@ from .epoch import emit_epoch
 from .expr import FAST
 from .jit import compile_ir
 from .lower import lower
+from .profile import KernelProfile
 from .runtime import BoundProgram, CallChecks, Inspectable, address, native_entry
 
 
@@ -59,7 +60,14 @@ class CompiledStep(Inspectable):
     """
 
     def __init__(
-        self, loss: Tensor, inputs: Sequence[Tensor], params: Sequence[Tensor], optimizer, *, fast_math: bool = True
+        self,
+        loss: Tensor,
+        inputs: Sequence[Tensor],
+        params: Sequence[Tensor],
+        optimizer,
+        *,
+        fast_math: bool = True,
+        profile: bool = False,
     ):
         if not isinstance(loss, Tensor) or loss.shape != ():
             raise GraphError(f"compile_step: the loss must be a scalar tensor, got {loss!r}")
@@ -83,7 +91,7 @@ class CompiledStep(Inspectable):
             new_loss, *new_updates = simplify(targets).outputs
             in_place = dict(zip(new_updates, replaced))
             program = lower([new_loss], self.inputs + extra_inputs, in_place, reassociate=fast_math)
-            module = emit_program(program, flags=FAST if fast_math else ())
+            module = emit_program(program, flags=FAST if fast_math else (), profile=profile)
             slots = {b.node: b.slot for b in program.buffers if b.node is not None}
             step_slot = slots.get(self.step_input) if self.step_input is not None else None
             input_slots = [slots[n] for n in self.inputs]
@@ -94,12 +102,15 @@ class CompiledStep(Inspectable):
 
         # The key is taken before differentiating, from the loss and the optimizer's rules: a
         # warm start then skips the gradient as well as the rewrites and the code generation.
-        options = f"fast_math={fast_math};{optimizer.key};trained={len(self.params)}"
+        options = f"fast_math={fast_math};{optimizer.key};trained={len(self.params)}" + (";profile" if profile else "")
         self.program, ir_text = cached_build(
             "step", [loss], self.inputs + extra_inputs, self.params + self.frozen, options, build
         )
         self.compiled = compile_ir(ir_text)
         self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)
+        #: Kernel timings (`codegen.profile.KernelProfile`) when compiled with ``profile=True``;
+        #: the minibatches of an epoch count like single steps.
+        self.profile = KernelProfile(self.program, self.compiled) if profile else None
         # epoch(table, batch, count, order, sources, row_bytes, step counter, losses)
         self._epoch = self.compiled.function(
             "epoch", ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, *[ctypes.c_void_p] * 5

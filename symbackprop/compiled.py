@@ -11,14 +11,17 @@ from collections.abc import Sequence
 from .graph import Tensor
 
 
-def compile(outputs, inputs: Sequence[Tensor] = (), *, fast_math: bool = True, rewrite: bool = True):  # noqa: A001
+def compile(  # noqa: A001
+    outputs, inputs: Sequence[Tensor] = (), *, fast_math: bool = True, rewrite: bool = True, profile: bool = False
+):
     """Compile tensors to native code; returns a function of one array per input.
 
     Parameters are read from their ``.value`` at each call. Float arguments of another
     precision and non-contiguous arrays are converted (copied); wrong shapes, dtypes, batch
     sizes and out-of-range labels raise a :class:`GraphError` before any native code runs.
     ``fast_math=False`` keeps IEEE evaluation order (for gradient checks); ``rewrite=False``
-    skips :func:`symbackprop.simplify`.
+    skips :func:`symbackprop.simplify`; ``profile=True`` times every kernel call, shown by
+    ``f.profile`` (see docs/compiling.md, "Where the time goes").
 
     >>> import numpy as np, symbackprop as sb
     >>> x = sb.input("x", (None, 3))
@@ -30,16 +33,25 @@ def compile(outputs, inputs: Sequence[Tensor] = (), *, fast_math: bool = True, r
     """
     from codegen.compile import CompiledFunction
 
-    return CompiledFunction(outputs, inputs, fast_math=fast_math, rewrite=rewrite)
+    return CompiledFunction(outputs, inputs, fast_math=fast_math, rewrite=rewrite, profile=profile)
 
 
-def compile_step(loss, inputs: Sequence[Tensor], params: Sequence[Tensor], optimizer, *, fast_math: bool = True):
+def compile_step(
+    loss,
+    inputs: Sequence[Tensor],
+    params: Sequence[Tensor],
+    optimizer,
+    *,
+    fast_math: bool = True,
+    profile: bool = False,
+):
     """Compile one training step (forward, backward, optimizer update) to native code.
 
     Returns ``step``: ``step(*batch)`` runs one step on a minibatch and returns its loss,
     updating the params' ``.value`` arrays in place; ``step.epoch(*data, batch_size=32,
     shuffle=True, seed=0)`` runs every minibatch of a data set in one native call and
-    returns the mean loss. ``optimizer`` is one of :mod:`symbackprop.optim`.
+    returns the mean loss. ``optimizer`` is one of :mod:`symbackprop.optim`. With
+    ``profile=True``, ``step.profile`` shows the time spent in each kernel.
 
     >>> import numpy as np, symbackprop as sb
     >>> x, y = sb.input("x", (None, 1)), sb.input("y", (None, 1))
@@ -53,4 +65,4 @@ def compile_step(loss, inputs: Sequence[Tensor], params: Sequence[Tensor], optim
     """
     from codegen.step import CompiledStep
 
-    return CompiledStep(loss, inputs, params, optimizer, fast_math=fast_math)
+    return CompiledStep(loss, inputs, params, optimizer, fast_math=fast_math, profile=profile)
