@@ -74,12 +74,12 @@ VARIANTS_SCRIPT = textwrap.dedent(
     import numpy as np
     import symbackprop as sb
     from codegen import library
-    x = sb.input("x", (None, 3))
+    x = sb.input("x", (None, 8))
     y = sb.input("y", (None,), "int64")
-    W = sb.param("W", (3, 4), init="glorot_uniform", seed=0)
-    V = sb.param("V", (4, 2), init="glorot_uniform", seed=1)
+    W = sb.param("W", (8, 16), init="glorot_uniform", seed=0)
+    V = sb.param("V", (16, 6), init="glorot_uniform", seed=1)
     step = sb.compile_step(sb.softmax_cross_entropy(sb.tanh(x @ W) @ V, y), [x, y], [W, V], sb.optim.SGD(lr=0.1))
-    loss = step(np.linspace(-1, 1, 15, dtype=np.float32).reshape(5, 3), np.array([0, 1, 0, 1, 1]))
+    loss = step(np.linspace(-1, 1, 40, dtype=np.float32).reshape(5, 8), np.array([0, 1, 0, 1, 5]))
     print(json.dumps({"loaded": library.loaded(), "loss": loss}))
     """
 )
@@ -87,7 +87,8 @@ VARIANTS_SCRIPT = textwrap.dedent(
 
 def test_a_program_loads_only_the_matmul_variants_it_calls(tmp_path):
     """Emitted (first process) or loaded from the program cache (second), a float32 step with
-    two layers calls x·W, δ·Wᵀ and hᵀ·δ: three of the library's eight variants."""
+    two layers calls x·W, δ·Vᵀ and hᵀ·δ: three of the library's eight variants (products
+    with at most four terms per element would be loops of the program's own)."""
     env = dict(os.environ, SYMBACKPROP_CACHE_DIR=str(tmp_path), SYMBACKPROP_CACHE="1")
     results = []
     for _ in range(2):
