@@ -58,6 +58,7 @@ SCHEDULES = {
 }
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "softplus", "leaky_relu")
+PROFILE_ROWS = 8  # kernels shown by train --profile
 
 
 class UsageError(Exception):
@@ -228,7 +229,9 @@ def train(args) -> int:
     optimizer = make_optimizer(
         args, steps_per_epoch=-(-training_rows // args.batch_size), steps_before=resumed.steps if resumed else 0
     )
-    trainer = Trainer(model, loss="softmax_cross_entropy", optimizer=optimizer, metrics=("accuracy",))
+    trainer = Trainer(
+        model, loss="softmax_cross_entropy", optimizer=optimizer, metrics=("accuracy",), profile=args.profile
+    )
     say = (lambda *a: None) if args.json else print
     count = sum(p.value.size for p in trainer.params.values())
     kind = "relu" if args.model == "cnn" else args.activation
@@ -288,6 +291,10 @@ def train(args) -> int:
     print(metrics.format_confusion_matrix(np.array(result["confusion_matrix"])))
     if args.checkpoint:
         print(f"\ncheckpoint saved to {args.checkpoint}")
+    if args.profile:
+        steps = max(row.calls for row in trainer.step.profile.rows)
+        print(f"\nthe training step's slowest kernels, over {steps} steps:")
+        print(trainer.step.profile.table(top=PROFILE_ROWS))
     return 0
 
 
@@ -348,6 +355,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint", help="save the trained parameters and optimizer state to this .npz file")
     run.add_argument("--resume", help="start from a checkpoint saved by --checkpoint")
     run.add_argument("--json", action="store_true", help="print only the final metrics, as one JSON object")
+    run.add_argument("--profile", action="store_true", help="time each kernel of the step; print the slowest")
     run.set_defaults(handler=train)
 
     show = commands.add_parser("formulas", help="print the derived gradient formulas of an MLP")

@@ -92,6 +92,7 @@ class Trainer:
         metrics: Sequence | None = None,
         *,
         fast_math: bool = True,
+        profile: bool = False,
     ):
         if not callable(model) or not callable(getattr(model, "parameters", None)):
             raise TypeError(f"model must be a symbackprop.nn module (callable, with parameters()), got {model!r}")
@@ -109,6 +110,7 @@ class Trainer:
             metrics = (metrics,)
         self.metrics = dict(_resolve("metric", METRICS, m) for m in metrics)
         self.fast_math = fast_math
+        self.profile = profile  # time each kernel of the training step: trainer.step.profile
         self.dtype = next(iter(self.params.values())).dtype
         self.history = History()
         self.epochs_done = 0
@@ -198,7 +200,12 @@ class Trainer:
                 raise GraphError("the trainer has not seen any data yet: call fit or build first")
             _, loss = self._outputs(training=True)
             self._step = compile_step(
-                loss, [self._x, self._y], list(self.params.values()), self.optimizer, fast_math=self.fast_math
+                loss,
+                [self._x, self._y],
+                list(self.params.values()),
+                self.optimizer,
+                fast_math=self.fast_math,
+                profile=self.profile,
             )
             pending, self._pending = self._pending, None
             if pending is not None:

@@ -36,6 +36,16 @@ def test_human_output_has_report_and_confusion_matrix(capsys):
     assert "confusion matrix (rows: true class, columns: predicted):" in out
 
 
+def test_profile_prints_the_slowest_kernels_of_the_step(capsys):
+    status, out, _ = run(capsys, "train", "--epochs", "2", "--model", "64-16-10", "--profile")
+    assert status == 0
+    report = out.split("the training step's slowest kernels, over 90 steps:\n")[1].splitlines()
+    assert report[0].split() == ["per", "call", "share", "calls", "kernel"]
+    assert len(report) == 1 + 8 + 1  # header, the eight slowest, the total
+    assert all(line.split()[3] == "90" for line in report[1:-1])  # 45 minibatches an epoch
+    assert any("matmul" in line for line in report[1:-1])
+
+
 def test_checkpoint_then_resume(tmp_path, capsys):
     path = tmp_path / "digits.npz"
     status, out, _ = run(capsys, "train", "--epochs", "2", "--checkpoint", str(path), "--json")

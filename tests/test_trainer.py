@@ -312,3 +312,16 @@ def test_non_finite_values_never_count_as_the_best():
     for epoch, value in enumerate([float("nan"), 1.0, 0.5, 0.4], start=1):
         stop.on_epoch_end(owner, epoch, {"val_loss": value})
     assert stop.best == 0.4 and not owner.stop_training
+
+
+def test_a_profiled_trainer_times_each_kernel_of_its_step(spirals):
+    X, y = spirals
+    plain, timed = (
+        Trainer(mlp(), optimizer=sb.optim.SGD(lr=0.1)),
+        Trainer(mlp(), optimizer=sb.optim.SGD(lr=0.1), profile=True),
+    )
+    for trainer in (plain, timed):
+        trainer.fit(X, y, epochs=2, batch_size=50, progress=False)
+    assert plain.step.profile is None
+    assert {row.calls for row in timed.step.profile.rows} == {2 * -(-len(X) // 50)}
+    assert plain.history["loss"] == timed.history["loss"]  # timing changes no result
