@@ -9,7 +9,7 @@ from symbackprop.graph import Tensor, topological_order
 from symbackprop.rewrite import simplify
 
 from . import debug, library, program_cache
-from .emit import emit_program
+from .emit import emit_program, library_matmuls
 from .expr import FAST
 from .jit import compile_ir
 from .lower import lower
@@ -94,7 +94,8 @@ def cached_build(kind, targets, inputs, params, options, build):
     with debug.stage("program cache", timings):
         hit = program_cache.load(key, inputs, params)
     if hit is not None:
-        library.load_for(hit[0])  # emitting declares the matmuls it calls; a cached program did not
+        for variant in library_matmuls(hit[0]):  # emitting loads the variants it declares; a cached program did not
+            library.load_variant(*variant)
         return hit
     with debug.stage("rewrite, lower and emit", timings):
         program, module = build()

@@ -196,14 +196,12 @@ def _fill(kb: KernelBuilder, kernel: Fill) -> None:
 # -- matmul -----------------------------------------------------------------------------------------------
 def _matmul(kb: KernelBuilder, kernel: Matmul) -> None:
     """A call of the library's packed, register-blocked kernel (:mod:`codegen.library`), whose
-    wrapper splits large products between the calling thread and the worker thread; a product
-    with one column (a matrix times a vector) is a loop of its own."""
-    if kernel.out.shape[1] == 1:
-        _matvec(kb, kernel)
-        return
-    inner = kernel.a.shape[0] if kernel.trans_a else kernel.a.shape[1]
-    if isinstance(inner, (int, sympy.Integer)) and int(inner) <= FEW_TERMS:
-        _few_terms(kb, kernel, int(inner))
+    wrapper splits large products between the calling thread and the worker thread. A product
+    with one column (a matrix times a vector) or with at most `FEW_TERMS` terms per element
+    is a loop of the program's own instead."""
+    loop = _in_program(kernel)
+    if loop is not None:
+        loop(kb, kernel)
         return
     b = kb.builder
     callee = declare_matmul(kb.function.module, kernel.out.dtype, kernel.trans_a, kernel.trans_b)
@@ -223,7 +221,8 @@ def _matvec(kb: KernelBuilder, kernel: Matmul) -> None:
     """``out[i] = sum over k of op(a)[i, k] op(b)[k]``, the product of a matrix and a vector:
     the output layer of a regression net (``h·W`` with one column) and its weight gradient
     (``hᵀ·δ``). The tiles of the library's kernel are at least eight columns wide, so a single
-    column took 0.35-0.5 µs for 32 x 16 there; these loops, vectorised by LLVM, take a tenth.
+    column took 0.35-0.5 µs for 32 x 16 there; these loops, vectorised by LLVM, take a
+    quarter to a half of that.
 
     When op(a) is contiguous along k, each output is a sum along a row (a dot product);
     otherwise the columns of op(a) are scaled by b[k] and added into the output in turn,
@@ -271,6 +270,23 @@ def _matvec(kb: KernelBuilder, kernel: Matmul) -> None:
 
 # Products with at most this many terms per element (a constant K) are maps over the output.
 FEW_TERMS = 4
+
+
+def _in_program(kernel: Matmul):
+    """The emitter of a product computed by the program's own loops, or None for the library's."""
+    if kernel.out.shape[1] == 1:
+        return _matvec
+    inner = kernel.a.shape[0] if kernel.trans_a else kernel.a.shape[1]
+    if isinstance(inner, (int, sympy.Integer)) and int(inner) <= FEW_TERMS:
+        return lambda kb, kernel: _few_terms(kb, kernel, int(inner))
+    return None
+
+
+def library_matmuls(program: Program) -> set[tuple[str, bool, bool]]:
+    """``(dtype, trans_a, trans_b)`` of each library variant the program's code calls."""
+    return {
+        (k.out.dtype, k.trans_a, k.trans_b) for k in program.kernels if isinstance(k, Matmul) and _in_program(k) is None
+    }
 
 
 def _few_terms(kb: KernelBuilder, kernel: Matmul, terms: int) -> None:
@@ -512,8 +528,8 @@ REGISTER_COLUMNS = 32
 def _reduction_in_registers(kb: KernelBuilder, kernel, value_at, identity, combine) -> None:
     """`_reduction` for a small constant ``inner``: one accumulator (a phi) per column, carried
     through the loop over ``r``, stored once. The row's loads are consecutive, so LLVM's SLP
-    vectoriser turns the accumulators into vectors: a 32 x 16 column sum went from 0.17 to
-    0.05 µs, where the output's load and store at every row were a dependency chain."""
+    vectoriser turns the accumulators into vectors: a 32 x 16 column sum went from 0.17-0.20
+    to 0.02-0.05 µs, where the output's load and store at every row were a dependency chain."""
     b = kb.builder
     width = int(kernel.inner)
     outer, size = kb.index(kernel.outer), kb.index(kernel.size)

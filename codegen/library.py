@@ -19,7 +19,6 @@ import llvmlite.ir as ir
 
 from . import program_cache
 from .jit import CompiledModule, compile_keyed
-from .kernels import Matmul
 from .matmul import emit_matmul
 from .parallel import parallel_matmul
 
@@ -82,14 +81,6 @@ def loaded() -> list[str]:
     """
     with _lock:
         return sorted(_loaded)
-
-
-def load_for(program) -> None:
-    """The variants that ``program``'s matmul kernels call, before its object code is loaded
-    (a program from the program cache was not emitted in this process)."""
-    for kernel in program.kernels:
-        if isinstance(kernel, Matmul):
-            load_variant(kernel.out.dtype, kernel.trans_a, kernel.trans_b)
 
 
 def declare_matmul(module: ir.Module, dtype: str, trans_a: bool, trans_b: bool) -> ir.Function:

@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
     import json, sys
@@ -70,33 +72,51 @@ def test_damaged_entries_are_ignored_and_rebuilt(tmp_path):
 
 VARIANTS_SCRIPT = textwrap.dedent(
     """
-    import json
+    import json, sys
     import numpy as np
     import symbackprop as sb
     from codegen import library
-    x = sb.input("x", (None, 8))
-    y = sb.input("y", (None,), "int64")
-    W = sb.param("W", (8, 16), init="glorot_uniform", seed=0)
-    V = sb.param("V", (16, 6), init="glorot_uniform", seed=1)
-    step = sb.compile_step(sb.softmax_cross_entropy(sb.tanh(x @ W) @ V, y), [x, y], [W, V], sb.optim.SGD(lr=0.1))
-    loss = step(np.linspace(-1, 1, 40, dtype=np.float32).reshape(5, 8), np.array([0, 1, 0, 1, 5]))
-    print(json.dumps({"loaded": library.loaded(), "loss": loss}))
+    features, hidden, outputs = map(int, sys.argv[1:])
+    x = sb.input("x", (None, features))
+    W = sb.param("W", (features, hidden), init="glorot_uniform", seed=0)
+    V = sb.param("V", (hidden, outputs), init="glorot_uniform", seed=1)
+    X = np.linspace(-1, 1, 5 * features, dtype=np.float32).reshape(5, features)
+    if outputs == 1:
+        y = sb.input("y", (None, 1))
+        loss, Y = sb.mse(sb.tanh(x @ W) @ V, y), X[:, :1].copy()
+    else:
+        y = sb.input("y", (None,), "int64")
+        loss, Y = sb.softmax_cross_entropy(sb.tanh(x @ W) @ V, y), np.array([0, 1, 0, 1, outputs - 1])
+    step = sb.compile_step(loss, [x, y], [W, V], sb.optim.SGD(lr=0.1))
+    print(json.dumps({"loaded": library.loaded(), "loss": step(X, Y)}))
     """
 )
 
 
-def test_a_program_loads_only_the_matmul_variants_it_calls(tmp_path):
-    """Emitted (first process) or loaded from the program cache (second), a float32 step with
-    two layers calls x·W, δ·Vᵀ and hᵀ·δ: three of the library's eight variants (products
-    with at most four terms per element would be loops of the program's own)."""
+@pytest.mark.parametrize(
+    "shape, expected",
+    [
+        # x·W, δ·Vᵀ and hᵀ·δ: three of the library's eight variants
+        ((8, 16, 6), ["sbp_matmul_float32_nn", "sbp_matmul_float32_nt", "sbp_matmul_float32_tn"]),
+        # two inputs and one output: x·W (two terms), h·V and hᵀ·δ (one column) and δ·Vᵀ (one
+        # term) are loops of the program's own; only xᵀ·δ1, a sum over the batch, is not
+        ((2, 16, 1), ["sbp_matmul_float32_tn"]),
+    ],
+)
+def test_a_program_loads_only_the_matmul_variants_it_calls(tmp_path, shape, expected):
+    """The same variants whether the step is emitted (first process) or comes from the
+    program cache (second)."""
     env = dict(os.environ, SYMBACKPROP_CACHE_DIR=str(tmp_path), SYMBACKPROP_CACHE="1")
     results = []
     for _ in range(2):
         done = subprocess.run(
-            [sys.executable, "-c", VARIANTS_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+            [sys.executable, "-c", VARIANTS_SCRIPT, *map(str, shape)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert done.returncode == 0, done.stderr
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    expected = ["sbp_matmul_float32_nn", "sbp_matmul_float32_nt", "sbp_matmul_float32_tn"]
     assert results[0]["loaded"] == results[1]["loaded"] == expected
     assert results[0]["loss"] == results[1]["loss"]
