@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import symbackprop as sb
-from codegen.runtime import CallChecks
+from codegen import runtime
+from codegen.runtime import CallChecks, address
 
 
 def classifier():
@@ -33,6 +34,8 @@ def test_repeated_arguments_take_the_fast_path_and_others_the_full_checks():
     assert not checks.repeats((X[:4], Y[:4]))  # another batch size
     assert not checks.repeats((X.astype(np.float64), Y))  # converted by the full checks
     assert not checks.repeats((np.asfortranarray(np.ones((5, 3), np.float32)), Y))
+    assert not checks.repeats((np.ones((3, 5), np.float32).T, Y))  # the shape, not the layout
+    assert not checks.repeats((np.ones((5, 6), np.float32)[:, ::2], Y))
     assert not checks.repeats((X, Y.astype(np.int32)))
     assert not checks.repeats((X,))
 
@@ -129,3 +132,12 @@ def test_epochs_over_changing_data_and_batch_sizes_match_steps_called_one_by_one
         assert mean == pytest.approx(sum(losses) / rows, rel=1e-6)
         np.testing.assert_allclose(by_epoch[2].value, by_step[2].value, rtol=1e-6)
     assert epochs.steps == steps.steps == 3 + 3 + 3 + 1 + 2
+
+
+def test_addresses_read_from_the_array_header_match_numpys():
+    assert runtime._FAST_ADDRESS  # CPython with NumPy's array layout
+    base = np.arange(24, dtype=np.float64).reshape(4, 6)
+    arrays = [base, base[1:, 2:], base[::-1], base.T, np.asfortranarray(base), base[:0], np.float32(3) * np.ones(())]
+    arrays += [np.broadcast_to(base[0], (3, 6)), np.frombuffer(bytes(16), np.uint8)]  # read-only
+    for array in arrays:
+        assert address(array) == array.__array_interface__["data"][0]
