@@ -193,6 +193,11 @@ class BoundProgram:
         self.program, self.native, self.module = program, native, compiled_module
         self.table = np.zeros(max(len(program.buffers), 1), dtype=np.uint64)
         self.table_address = address(self.table)
+        # The native call's arguments as ctypes objects, made once (the batch's when it
+        # changes): `native_entry` declares no argument types, so ctypes passes them as they
+        # are, 0.3 µs a call against 0.5 µs converting two Python ints.
+        self._table_argument = ctypes.c_void_p(self.table_address)
+        self._batch_argument = ctypes.c_int64(-1)
         self.arena_batch: int | None = None
         # The arrays whose addresses are in the table, by slot: kept alive while native code
         # may use them, and compared with the next call's to skip binding the same array again.
@@ -265,7 +270,9 @@ class BoundProgram:
 
     def run(self, batch: int) -> None:
         """One native call of the program; raises if it reports an error."""
-        status = self.native(self.table_address, batch)
+        if self._batch_argument.value != batch:
+            self._batch_argument = ctypes.c_int64(batch)
+        status = self.native(self._table_argument, self._batch_argument)
         if status:
             self.raise_status(status)
 
@@ -283,4 +290,7 @@ class BoundProgram:
 
 
 def native_entry(compiled_module, name: str = "run"):
-    return compiled_module.function(name, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64)
+    """``int32 name(void *table, int64 batch)`` without declared argument types: the caller
+    passes a ``c_void_p`` and a ``c_int64`` (see `BoundProgram.run`). The caller keeps
+    ``compiled_module`` alive as long as the function."""
+    return ctypes.CFUNCTYPE(ctypes.c_int32)(compiled_module.address(name))
