@@ -61,6 +61,9 @@ class CompiledFunction(Inspectable):
         self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)
         self.params = [b for b in self.program.buffers if b.role == "param"]
         self.input_buffers = self.program.inputs
+        # Slots of the call's arrays; params by their node, whose array is read at every call.
+        self._input_slots = [b.slot for b in self.input_buffers]
+        self._param_slots = [(b.slot, b.node) for b in self.params]
         self.checks = CallChecks(self.inputs, self.program.index_checks)
         #: Kernel timings (`codegen.profile.KernelProfile`) when compiled with ``profile=True``.
         self.profile = KernelProfile(self.program, self.compiled) if profile else None
@@ -69,10 +72,13 @@ class CompiledFunction(Inspectable):
         arrays, batch = self.checks(arrays)
         bound = self.bound
         bound.prepare(batch)
-        for buffer, array in zip(self.input_buffers, arrays):
-            bound.bind(buffer, array)
-        for buffer in self.params:  # read at every call: a param's value may have been replaced
-            bound.bind(buffer, buffer.node.value)
+        held = bound.held  # arrays still bound to their slot need no new address
+        for slot, array in zip(self._input_slots, arrays):
+            if held[slot] is not array:
+                bound.bind_slot(slot, array)
+        for slot, node in self._param_slots:  # read at every call: a param's value may have been replaced
+            if held[slot] is not node.value:
+                bound.bind_slot(slot, node.value)
         results = bound.outputs(batch)
         bound.run(batch)
         return results[0] if self.single else results

@@ -246,10 +246,13 @@ class BoundProgram:
         NumPy refuses to resize an array referenced elsewhere, so the array bound last time
         needs no new address.
         """
-        slot = buffer.slot
-        if self.held[slot] is not array:
-            self.held[slot] = array
-            self.table[slot] = address(array)
+        if self.held[buffer.slot] is not array:
+            self.bind_slot(buffer.slot, array)
+
+    def bind_slot(self, slot: int, array: np.ndarray) -> None:
+        """`bind` by slot number, for callers that compared ``held[slot]`` themselves."""
+        self.held[slot] = array
+        self.table[slot] = address(array)
 
     def outputs(self, batch: int) -> list[np.ndarray]:
         """Fresh arrays for the results, bound to the output buffers."""
