@@ -117,11 +117,11 @@ class CompiledStep(Inspectable):
         )
         self.checks = CallChecks(self.inputs, self.program.index_checks)
         buffers = {b.node: b for b in self.program.buffers if b.node is not None}
-        self._input_buffers = [buffers[n] for n in self.inputs]
+        self._input_slots = [buffers[n].slot for n in self.inputs]
         # Bound at every call, as the user may replace them: params (and frozen ones) by their
         # .value, optimizer states by their entry in ``state``. Absent ones the loss never reads.
-        self._param_buffers = [(buffers[p], p) for p in self.params + self.frozen if p in buffers]
-        self._state_buffers = [(buffers[n], key) for key, n in self.state_inputs.items() if n in buffers]
+        self._param_slots = [(buffers[p].slot, p) for p in self.params + self.frozen if p in buffers]
+        self._state_slots = [(buffers[n].slot, key) for key, n in self.state_inputs.items() if n in buffers]
         # Bound once: the step number and the loss, which the caller reads as a float.
         self._step_value = np.zeros((), dtype=np.float64)
         if self.step_input is not None and self.step_input in buffers:
@@ -147,19 +147,22 @@ class CompiledStep(Inspectable):
         ones bound last time keep their entries."""
         bound = self.bound
         bound.prepare(batch)
-        for buffer, param in self._param_buffers:
-            bound.bind(buffer, param.value)
-        state = self.state
-        for buffer, key in self._state_buffers:
-            bound.bind(buffer, state[key])
+        held, state = bound.held, self.state
+        for slot, param in self._param_slots:
+            if held[slot] is not param.value:
+                bound.bind_slot(slot, param.value)
+        for slot, key in self._state_slots:
+            if held[slot] is not state[key]:
+                bound.bind_slot(slot, state[key])
 
     def __call__(self, *arrays) -> float:
         """One step on one minibatch; returns the loss before the update."""
         arrays, batch = self.checks(arrays)
         self._bind_model(batch)
-        bind = self.bound.bind
-        for buffer, array in zip(self._input_buffers, arrays):
-            bind(buffer, array)
+        bound = self.bound
+        for slot, array in zip(self._input_slots, arrays):
+            if bound.held[slot] is not array:
+                bound.bind_slot(slot, array)
         self.steps += 1
         self._step_value[()] = self.steps
         self.bound.run(batch)
@@ -181,8 +184,10 @@ class CompiledStep(Inspectable):
         order = np.random.default_rng(seed).permutation(count) if shuffle else np.arange(count)
         order = order.astype(np.int64, copy=False)
         self._bind_model(batch)
-        for buffer, array in zip(self._input_buffers, self._staging(batch, arrays)):
-            self.bound.bind(buffer, array)
+        bound = self.bound
+        for slot, array in zip(self._input_slots, self._staging(batch, arrays)):
+            if bound.held[slot] is not array:
+                bound.bind_slot(slot, array)
         sources, row_bytes, counter, losses = self._epoch_arguments
         sources[:] = [address(a) for a in arrays]
         row_bytes[:] = [a[0].nbytes if a.ndim > 1 else a.itemsize for a in arrays]
