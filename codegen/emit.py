@@ -80,21 +80,32 @@ class KernelBuilder:
 
     def loop(self, count: ir.Value, body: Callable[[ir.Value], None]) -> None:
         """``for i in range(count): body(i)``."""
+        self.loop_carrying(count, [], lambda i, carried: body(i) or [])
+
+    def loop_carrying(self, count: ir.Value, initial: list, body) -> list:
+        """``for i in range(count): values = body(i, values)``, starting from ``initial``; the
+        values (running sums, a counter's next word) stay in registers as phis. Returns the
+        values after the last iteration."""
         b = self.builder
         before = b.block
-        head = self.function.append_basic_block("loop")
-        inside = self.function.append_basic_block("body")
-        after = self.function.append_basic_block("after")
+        head, inside, after = (self.function.append_basic_block(x) for x in ("loop", "body", "after"))
         b.branch(head)
         b.position_at_end(head)
         i = b.phi(I64)
         i.add_incoming(ir.Constant(I64, 0), before)
+        values = []
+        for value in initial:
+            values.append(b.phi(value.type))
+            values[-1].add_incoming(value, before)
         b.cbranch(b.icmp_signed("<", i, count), inside, after)
         b.position_at_end(inside)
-        body(i)
+        updated = body(i, values)
         i.add_incoming(b.add(i, ir.Constant(I64, 1)), b.block)
+        for phi, value in zip(values, updated):
+            phi.add_incoming(value, b.block)
         b.branch(head)
         b.position_at_end(after)
+        return values
 
     def fail(self, condition: ir.Value) -> None:
         """Record an error in the status word when ``condition`` holds (no branch needed)."""
@@ -249,7 +260,11 @@ def _matvec(kb: KernelBuilder, kernel: Matmul) -> None:
     if kernel.a.strides[0 if kernel.trans_a else 1] == 1:  # a dot product per output
 
         def each_row(i):
-            total = _sum_loop(kb, inner, zero, lambda k: b.fmul(a_at(i, k), b_at(k), flags=kb.flags))
+            def add_term(k, totals):
+                return [b.fadd(totals[0], b.fmul(a_at(i, k), b_at(k), flags=kb.flags), flags=kb.flags)]
+
+            # a running sum in a register, which LLVM vectorises when the flags allow reassociation
+            (total,) = kb.loop_carrying(inner, [zero], add_term)
             kb.store(kernel.out, out_at(i), total)
 
         kb.loop(rows, each_row)
@@ -319,27 +334,6 @@ def _few_terms(kb: KernelBuilder, kernel: Matmul, terms: int) -> None:
         kb.loop(cols, each_col)
 
     kb.loop(rows, each_row)
-
-
-def _sum_loop(kb: KernelBuilder, count: ir.Value, zero: ir.Value, term) -> ir.Value:
-    """``sum(term(k) for k in range(count))`` in a register (a phi), which LLVM vectorises
-    when the flags allow reassociation."""
-    b = kb.builder
-    before = b.block
-    head, inside, after = (kb.function.append_basic_block(x) for x in ("sum", "sum.body", "sum.done"))
-    b.branch(head)
-    b.position_at_end(head)
-    k, total = b.phi(I64), b.phi(zero.type)
-    k.add_incoming(ir.Constant(I64, 0), before)
-    total.add_incoming(zero, before)
-    b.cbranch(b.icmp_signed("<", k, count), inside, after)
-    b.position_at_end(inside)
-    added = b.fadd(total, term(k), flags=kb.flags)
-    k.add_incoming(b.add(k, ir.Constant(I64, 1)), b.block)
-    total.add_incoming(added, b.block)
-    b.branch(head)
-    b.position_at_end(after)
-    return total
 
 
 # -- reductions -----------------------------------------------------------------------------------------
@@ -537,27 +531,15 @@ def _reduction_in_registers(kb: KernelBuilder, kernel, value_at, identity, combi
 
     def each_outer(o):
         block = b.mul(o, b.mul(size, ir.Constant(I64, width)))
-        before = b.block
-        head, inside, after = (kb.function.append_basic_block(x) for x in ("rows", "rows.body", "rows.done"))
-        b.branch(head)
-        b.position_at_end(head)
-        r = b.phi(I64)
-        r.add_incoming(ir.Constant(I64, 0), before)
-        totals = [b.phi(identity.type) for _ in range(width)]
-        for total in totals:
-            total.add_incoming(identity, before)
-        b.cbranch(b.icmp_signed("<", r, size), inside, after)
-        b.position_at_end(inside)
-        row = b.add(block, b.mul(r, ir.Constant(I64, width)))
-        values = [value_at(b.add(row, ir.Constant(I64, i))) for i in range(width)]
-        # No fast-math flags: with reassociation allowed, the loop vectoriser turned each
-        # column's chain into a reduction over r of strided loads, four times slower.
-        updated = [combine(b, (), total, value) for total, value in zip(totals, values)]
-        r.add_incoming(b.add(r, ir.Constant(I64, 1)), b.block)
-        for total, value in zip(totals, updated):
-            total.add_incoming(value, b.block)
-        b.branch(head)
-        b.position_at_end(after)
+
+        def each_row(r, totals):
+            row = b.add(block, b.mul(r, ir.Constant(I64, width)))
+            values = [value_at(b.add(row, ir.Constant(I64, i))) for i in range(width)]
+            # No fast-math flags: with reassociation allowed, the loop vectoriser turned each
+            # column's chain into a reduction over r of strided loads, four times slower.
+            return [combine(b, (), total, value) for total, value in zip(totals, values)]
+
+        totals = kb.loop_carrying(size, [identity] * width, each_row)
         out_row = b.add(out0, b.mul(o, ir.Constant(I64, width)))
         for i, total in enumerate(totals):
             kb.store(kernel.out, b.add(out_row, ir.Constant(I64, i)), total)
@@ -661,21 +643,12 @@ def _counted_loop(kb: KernelBuilder, count: ir.Value, first: ir.Value, step: ir.
     """``for i in range(count): body(i, first + i·step)``, the second value carried from one
     iteration to the next: an addition where ``i·step`` would be a 64-bit multiply per element,
     which x86 vectorises natively only with AVX-512DQ."""
-    b = kb.builder
-    before = b.block
-    head, inside, after = (kb.function.append_basic_block(x) for x in ("loop", "body", "after"))
-    b.branch(head)
-    b.position_at_end(head)
-    i, word = b.phi(I64), b.phi(I64)
-    i.add_incoming(ir.Constant(I64, 0), before)
-    word.add_incoming(first, before)
-    b.cbranch(b.icmp_signed("<", i, count), inside, after)
-    b.position_at_end(inside)
-    body(i, word)
-    i.add_incoming(b.add(i, ir.Constant(I64, 1)), b.block)
-    word.add_incoming(b.add(word, step), b.block)
-    b.branch(head)
-    b.position_at_end(after)
+
+    def each(i, carried):
+        body(i, carried[0])
+        return [kb.builder.add(carried[0], step)]
+
+    kb.loop_carrying(count, [first], each)
 
 
 emitters = {
