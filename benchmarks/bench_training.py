@@ -3,6 +3,7 @@
 Run from the repository root with the project importable (``pip install -e .``)::
 
     python benchmarks/bench_training.py [--quick] [--only NAME[,NAME...]] [--json PATH]
+    python benchmarks/bench_training.py --profile NAME[,NAME...]   # symbackprop's kernels alone
 
 Peers that are not installed are skipped with a note (``pip install torch jax``).
 Everything runs in float32 with two threads: the thread variables below are set before
@@ -1010,12 +1011,40 @@ def start_notes(times: dict[str, float]) -> list[str]:
     return notes + ([f"start-up in a fresh process, not counted: {', '.join(starts)}"] if starts else [])
 
 
+def profile_steps(workloads: list[Workload], quick: bool, top: int = 12) -> None:
+    """For each training workload, symbackprop's step compiled with ``profile=True``: time per
+    step of native epochs over about half a second, and the slowest kernels (see
+    docs/compiling.md, "Where the time goes")."""
+    for workload in workloads:
+        spec = workload.spec.mlp if isinstance(workload.spec, Digits) else workload.spec
+        if not isinstance(spec, MLP):
+            print(f"\n{workload.name}: not a training step, skipped")
+            continue
+        problem = Problem.make(spec, quick)
+        inputs, loss, params = sb_mlp_graph(problem.spec, problem.weights)
+        step = sb.compile_step(loss, inputs, params, sb.optim.SGD(lr=LR), profile=True)
+        start = time.perf_counter()
+        step.epoch(problem.x, problem.y, batch_size=spec.batch, shuffle=False)  # also warms caches and the worker
+        epochs = max(1, int(0.5 / (time.perf_counter() - start)))
+        step.profile.reset()
+        start = time.perf_counter()
+        for _ in range(epochs):
+            step.epoch(problem.x, problem.y, batch_size=spec.batch, shuffle=False)
+        steps = max(row.calls for row in step.profile.rows)
+        per_step, inside = (time.perf_counter() - start) / steps, step.profile.total / steps
+        print(f"\n{workload.name}: {format_time(per_step)} per step, {format_time(inside)} of it in kernels")
+        print(step.profile.table(top=top))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and samples (about a minute)")
     parser.add_argument("--only", help="comma-separated workloads; 'matmul' selects every size")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, from {','.join(PEERS)}")
+    parser.add_argument(
+        "--profile", metavar="NAMES", help="print where symbackprop's step time goes, per kernel, and exit"
+    )
     parser.add_argument("--worker", choices=PEERS, help=argparse.SUPPRESS)
     parser.add_argument("--compile-child", help=argparse.SUPPRESS)
     parser.add_argument("--peer", default="ours", help=argparse.SUPPRESS)
@@ -1028,6 +1057,8 @@ def main(argv=None) -> None:
         return worker(args.worker, args.quick)
     if args.compile_child:
         return print(json.dumps(compile_child(args.compile_child, args.peer)))
+    if args.profile:
+        return profile_steps(selected(args.profile), args.quick)
     info = description()
     for key, value in info.items():
         print(f"{key}: {value}")

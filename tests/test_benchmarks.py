@@ -59,3 +59,14 @@ def test_printed_table_has_a_row_per_contender(digits_run):
     assert [row[0] for row in rows] == CONTENDERS
     assert all(len(row) == len(header) for row in rows)
     assert "target: ours fit ≤ 0.20 × the fastest peer (numpy)" in printed
+
+
+def test_training_benchmark_profiles_symbackprops_steps():
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench_training.py"), "--profile", "tiny,swish", "--quick"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tiny = done.stdout.split("\ntiny: ")[1]
+    assert " per step, " in tiny.splitlines()[0] and "of it in kernels" in tiny.splitlines()[0]
+    assert tiny.splitlines()[1].split() == ["per", "call", "share", "calls", "kernel"]
+    assert "matmul" in tiny and "tanh" in tiny
+    assert "swish: not a training step, skipped" in done.stdout
