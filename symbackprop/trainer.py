@@ -72,7 +72,8 @@ class Trainer:
     tensor`` (add penalties there); ``metrics`` are names from :data:`METRICS` or functions
     ``(targets, outputs) -> float``, computed on the validation data after each epoch (on
     the training data when there is none). By default a softmax classifier reports its
-    accuracy and other losses report nothing more.
+    accuracy and other losses report nothing more. ``profile=True`` compiles the training
+    step with kernel timings, read from ``trainer.step.profile`` after training.
 
     >>> import numpy as np, symbackprop as sb
     >>> X, targets = sb.data.xor()
