@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 import symbackprop as sb
+from codegen.emit import NARROW_COLUMNS, library_matmuls
+from codegen.matmul import matmul_config
 
 SIZES = [1, 3, 17, 129]
 TOLERANCE = {"float64": dict(rtol=1e-12, atol=1e-12), "float32": dict(rtol=1e-5, atol=1e-5)}
@@ -84,3 +86,22 @@ def test_products_with_a_few_terms_per_element(terms, dtype):
     f = sb.compile(products, inputs=[x, xt])
     for got, want in zip(f(X, XT), [X @ W, XT.T @ W, X @ W, XT.T @ W]):
         np.testing.assert_allclose(got, want, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(
+    "features, cols, batch", [(8, 2, 1), (64, 10, 32), (16, 12, 3), (64, 13, 17), (12, 5, 9), (17, 4, 5)]
+)
+def test_weight_gradients_with_few_columns(features, cols, batch, dtype):
+    """``hᵀ·δ`` with up to NARROW_COLUMNS columns and rows in whole vectors run in the program,
+    vectorised along the rows; other shapes (13 columns, 12 rows of float32) in the library."""
+    rng = np.random.default_rng(features * cols + batch)
+    H = rng.standard_normal((batch, features)).astype(dtype)
+    D = rng.standard_normal((batch, cols)).astype(dtype)
+    h, d = sb.input("h", (None, features), dtype), sb.input("d", (None, cols), dtype)
+    lanes = matmul_config(dtype).lanes
+    for view, X in ((h, H), (h[:, 1:], H[:, 1:])):  # the second starts one element into each row
+        f = sb.compile(sb.transpose(view) @ d, inputs=[h, d])
+        np.testing.assert_allclose(f(H, D), X.T @ D, **TOLERANCE[dtype])
+        in_program = cols <= NARROW_COLUMNS and X.shape[1] % lanes == 0
+        assert not library_matmuls(f.program) if in_program else library_matmuls(f.program)
