@@ -302,6 +302,8 @@ def _in_program(kernel: Matmul):
         return lambda kb, kernel: _few_terms(kb, kernel, int(inner))
     if _narrow_transposed(kernel):
         return _narrow_columns
+    if _narrow_plain(kernel):
+        return _narrow_rows
     return None
 
 
@@ -355,6 +357,81 @@ def _few_terms(kb: KernelBuilder, kernel: Matmul, terms: int) -> None:
         kb.loop(cols, each_col)
 
     kb.loop(rows, each_row)
+
+
+def _narrow_plain(kernel: Matmul) -> bool:
+    """``out = a·b`` (an output layer ``h·W``) with few constant columns, not a whole number of
+    vectors, and unit steps along k in ``a`` and along the columns in ``b`` and ``out``."""
+    cols = kernel.out.shape[1]
+    if kernel.trans_a or kernel.trans_b or not isinstance(cols, (int, sympy.Integer)):
+        return False
+    if not 1 < int(cols) <= NARROW_COLUMNS or int(cols) % matmul_config(kernel.out.dtype).lanes == 0:
+        return False
+    return kernel.a.strides[1] == 1 and kernel.b.strides[1] == 1 and kernel.out.strides[1] == 1
+
+
+# Rows of ``out`` computed together by `_narrow_rows`: each load of a row of ``b`` serves them all.
+NARROW_ROW_BLOCK = 4
+
+
+def _narrow_rows(kb: KernelBuilder, kernel: Matmul) -> None:
+    """``out[i, :] = sum over k of a[i, k] b[k, :]`` for `_narrow_plain` products: a row of ``out``
+    is held as vectors of exactly its width (10 columns: 8 + 2 lanes), so no load or store
+    needs a mask, and `NARROW_ROW_BLOCK` rows share each load of ``b[k, :]``. The library's
+    tiles computed 10 columns as two 8-lane vectors, masked at every load of ``b`` and every
+    store: 32 x 10 x 64 took 1.2-1.35 µs there."""
+    b = kb.builder
+    ty = element_type(kernel.out.dtype)
+    lanes = matmul_config(kernel.out.dtype).lanes
+    cols = int(kernel.out.shape[1])
+    pieces = [(start, min(lanes, cols - start)) for start in range(0, cols, lanes)]  # (first column, width)
+    rows, inner = kb.index(kernel.out.shape[0]), kb.index(kernel.a.shape[1])
+    lda, ldb, ldo = (kb.index(v.strides[0]) for v in (kernel.a, kernel.b, kernel.out))
+    a0, b0, o0 = (kb.index(v.offset) for v in (kernel.a, kernel.b, kernel.out))
+
+    def vector_at(view, at, width):
+        return b.bitcast(kb.address(view, at), ir.VectorType(ty, width).as_pointer())
+
+    def spread(value, width):
+        vector = ir.VectorType(ty, width)
+        one = b.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(I32, 0))
+        return b.shuffle_vector(
+            one, ir.Constant(vector, ir.Undefined), ir.Constant(ir.VectorType(I32, width), [0] * width)
+        )
+
+    def block_of(count):
+        """The code for ``count`` rows starting at a row index."""
+
+        def rows_from(first):
+            starts = [b.add(first, ir.Constant(I64, r)) for r in range(count)]
+            zeros = [ir.Constant(ir.VectorType(ty, w), [ir.Constant(ty, 0.0)] * w) for _, w in pieces] * count
+
+            def each_k(k, totals):
+                row_b = b.add(b0, b.mul(k, ldb))
+                parts = [
+                    b.load(vector_at(kernel.b, b.add(row_b, ir.Constant(I64, c)), w), align=_align(kernel.b))
+                    for c, w in pieces
+                ]
+                updated = []
+                for r, row in enumerate(starts):
+                    scale = kb.load(kernel.a, b.add(a0, b.add(b.mul(row, lda), k)))
+                    for p, (part, (_, w)) in enumerate(zip(parts, pieces)):
+                        total = totals[r * len(pieces) + p]
+                        updated.append(b.fadd(total, b.fmul(spread(scale, w), part, flags=kb.flags), flags=kb.flags))
+                return updated
+
+            totals = kb.loop_carrying(inner, zeros, each_k)
+            for r, row in enumerate(starts):
+                for p, (c, w) in enumerate(pieces):
+                    at = b.add(o0, b.add(b.mul(row, ldo), ir.Constant(I64, c)))
+                    b.store(totals[r * len(pieces) + p], vector_at(kernel.out, at, w), align=_align(kernel.out))
+
+        return rows_from
+
+    blocks = b.sdiv(rows, ir.Constant(I64, NARROW_ROW_BLOCK))
+    kb.loop(blocks, lambda block: block_of(NARROW_ROW_BLOCK)(b.mul(block, ir.Constant(I64, NARROW_ROW_BLOCK))))
+    done = b.mul(blocks, ir.Constant(I64, NARROW_ROW_BLOCK))
+    kb.loop(b.sub(rows, done), lambda extra: block_of(1)(b.add(done, extra)))
 
 
 def _narrow_columns(kb: KernelBuilder, kernel: Matmul) -> None:

@@ -105,3 +105,20 @@ def test_weight_gradients_with_few_columns(features, cols, batch, dtype):
         np.testing.assert_allclose(f(H, D), X.T @ D, **TOLERANCE[dtype])
         in_program = cols <= NARROW_COLUMNS and X.shape[1] % lanes == 0
         assert not library_matmuls(f.program) if in_program else library_matmuls(f.program)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("cols", [2, 3, 5, 8, 10, 12, 13])
+@pytest.mark.parametrize("batch", [1, 3, 4, 5, 17])
+def test_output_layers_with_few_columns(cols, batch, dtype):
+    """``h·W`` with up to NARROW_COLUMNS columns that are not a whole number of vectors run in
+    the program, rows in blocks of four and then one at a time; the rest in the library."""
+    rng = np.random.default_rng(cols * 100 + batch)
+    H = rng.standard_normal((batch, 21)).astype(dtype)
+    W = rng.standard_normal((20, cols)).astype(dtype)
+    h = sb.input("h", (None, 21), dtype)
+    w = sb.param("w", (20, cols), init=W, dtype=dtype)
+    f = sb.compile(h[:, 1:] @ w, inputs=[h])  # rows of a one element in, 21 apart
+    np.testing.assert_allclose(f(H), H[:, 1:] @ W, **TOLERANCE[dtype])
+    in_program = cols <= NARROW_COLUMNS and cols % matmul_config(dtype).lanes != 0
+    assert not library_matmuls(f.program) if in_program else library_matmuls(f.program)
