@@ -359,6 +359,15 @@ def _few_terms(kb: KernelBuilder, kernel: Matmul, terms: int) -> None:
     kb.loop(rows, each_row)
 
 
+def _splat(b: ir.IRBuilder, value: ir.Value, width: int) -> ir.Value:
+    """A vector of ``width`` copies of ``value`` (a broadcast)."""
+    vector = ir.VectorType(value.type, width)
+    first = b.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(I32, 0))
+    return b.shuffle_vector(
+        first, ir.Constant(vector, ir.Undefined), ir.Constant(ir.VectorType(I32, width), [0] * width)
+    )
+
+
 def _narrow_plain(kernel: Matmul) -> bool:
     """``out = a·b`` (an output layer ``h·W``) with few constant columns, not a whole number of
     vectors, and unit steps along k in ``a`` and along the columns in ``b`` and ``out``."""
@@ -392,46 +401,36 @@ def _narrow_rows(kb: KernelBuilder, kernel: Matmul) -> None:
     def vector_at(view, at, width):
         return b.bitcast(kb.address(view, at), ir.VectorType(ty, width).as_pointer())
 
-    def spread(value, width):
-        vector = ir.VectorType(ty, width)
-        one = b.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(I32, 0))
-        return b.shuffle_vector(
-            one, ir.Constant(vector, ir.Undefined), ir.Constant(ir.VectorType(I32, width), [0] * width)
-        )
+    def rows_from(first, count):
+        """The ``count`` rows of ``out`` from row ``first``."""
+        starts = [b.add(first, ir.Constant(I64, r)) for r in range(count)]
+        zeros = [ir.Constant(ir.VectorType(ty, w), [ir.Constant(ty, 0.0)] * w) for _, w in pieces] * count
 
-    def block_of(count):
-        """The code for ``count`` rows starting at a row index."""
-
-        def rows_from(first):
-            starts = [b.add(first, ir.Constant(I64, r)) for r in range(count)]
-            zeros = [ir.Constant(ir.VectorType(ty, w), [ir.Constant(ty, 0.0)] * w) for _, w in pieces] * count
-
-            def each_k(k, totals):
-                row_b = b.add(b0, b.mul(k, ldb))
-                parts = [
-                    b.load(vector_at(kernel.b, b.add(row_b, ir.Constant(I64, c)), w), align=_align(kernel.b))
-                    for c, w in pieces
-                ]
-                updated = []
-                for r, row in enumerate(starts):
-                    scale = kb.load(kernel.a, b.add(a0, b.add(b.mul(row, lda), k)))
-                    for p, (part, (_, w)) in enumerate(zip(parts, pieces)):
-                        total = totals[r * len(pieces) + p]
-                        updated.append(b.fadd(total, b.fmul(spread(scale, w), part, flags=kb.flags), flags=kb.flags))
-                return updated
-
-            totals = kb.loop_carrying(inner, zeros, each_k)
+        def each_k(k, totals):
+            row_b = b.add(b0, b.mul(k, ldb))
+            parts = [
+                b.load(vector_at(kernel.b, b.add(row_b, ir.Constant(I64, c)), w), align=_align(kernel.b))
+                for c, w in pieces
+            ]
+            updated = []
             for r, row in enumerate(starts):
-                for p, (c, w) in enumerate(pieces):
-                    at = b.add(o0, b.add(b.mul(row, ldo), ir.Constant(I64, c)))
-                    b.store(totals[r * len(pieces) + p], vector_at(kernel.out, at, w), align=_align(kernel.out))
+                scale = kb.load(kernel.a, b.add(a0, b.add(b.mul(row, lda), k)))
+                for p, (part, (_, w)) in enumerate(zip(parts, pieces)):
+                    total = totals[r * len(pieces) + p]
+                    updated.append(b.fadd(total, b.fmul(_splat(b, scale, w), part, flags=kb.flags), flags=kb.flags))
+            return updated
 
-        return rows_from
+        totals = kb.loop_carrying(inner, zeros, each_k)
+        for r, row in enumerate(starts):
+            for p, (c, w) in enumerate(pieces):
+                at = b.add(o0, b.add(b.mul(row, ldo), ir.Constant(I64, c)))
+                b.store(totals[r * len(pieces) + p], vector_at(kernel.out, at, w), align=_align(kernel.out))
 
-    blocks = b.sdiv(rows, ir.Constant(I64, NARROW_ROW_BLOCK))
-    kb.loop(blocks, lambda block: block_of(NARROW_ROW_BLOCK)(b.mul(block, ir.Constant(I64, NARROW_ROW_BLOCK))))
-    done = b.mul(blocks, ir.Constant(I64, NARROW_ROW_BLOCK))
-    kb.loop(b.sub(rows, done), lambda extra: block_of(1)(b.add(done, extra)))
+    block = ir.Constant(I64, NARROW_ROW_BLOCK)
+    blocks = b.sdiv(rows, block)
+    kb.loop(blocks, lambda index: rows_from(b.mul(index, block), NARROW_ROW_BLOCK))
+    done = b.mul(blocks, block)
+    kb.loop(b.sub(rows, done), lambda extra: rows_from(b.add(done, extra), 1))
 
 
 def _narrow_columns(kb: KernelBuilder, kernel: Matmul) -> None:
@@ -460,13 +459,8 @@ def _narrow_columns(kb: KernelBuilder, kernel: Matmul) -> None:
             row_b = b.add(b0, b.mul(k, ldb))
             updated = []
             for j, total in enumerate(totals):
-                scale = kb.load(kernel.b, b.add(row_b, ir.Constant(I64, j)))
-                spread = b.shuffle_vector(
-                    b.insert_element(ir.Constant(vector, ir.Undefined), scale, ir.Constant(I32, 0)),
-                    ir.Constant(vector, ir.Undefined),
-                    ir.Constant(ir.VectorType(I32, lanes), [0] * lanes),
-                )
-                updated.append(b.fadd(total, b.fmul(values, spread, flags=kb.flags), flags=kb.flags))
+                scale = _splat(b, kb.load(kernel.b, b.add(row_b, ir.Constant(I64, j))), lanes)
+                updated.append(b.fadd(total, b.fmul(values, scale, flags=kb.flags), flags=kb.flags))
             return updated
 
         totals = kb.loop_carrying(inner, [zero] * cols, each_k)
