@@ -84,29 +84,8 @@ class KernelBuilder:
         self.loop_carrying(count, [], lambda i, carried: body(i) or [])
 
     def loop_carrying(self, count: ir.Value, initial: list, body) -> list:
-        """``for i in range(count): values = body(i, values)``, starting from ``initial``; the
-        values (running sums, a counter's next word) stay in registers as phis. Returns the
-        values after the last iteration."""
-        b = self.builder
-        before = b.block
-        head, inside, after = (self.function.append_basic_block(x) for x in ("loop", "body", "after"))
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.phi(I64)
-        i.add_incoming(ir.Constant(I64, 0), before)
-        values = []
-        for value in initial:
-            values.append(b.phi(value.type))
-            values[-1].add_incoming(value, before)
-        b.cbranch(b.icmp_signed("<", i, count), inside, after)
-        b.position_at_end(inside)
-        updated = body(i, values)
-        i.add_incoming(b.add(i, ir.Constant(I64, 1)), b.block)
-        for phi, value in zip(values, updated):
-            phi.add_incoming(value, b.block)
-        b.branch(head)
-        b.position_at_end(after)
-        return values
+        """``for i in range(count): values = body(i, values)`` (see `emit_loop`)."""
+        return emit_loop(self.builder, ir.Constant(I64, 0), count, body, initial)
 
     def fail(self, condition: ir.Value) -> None:
         """Record an error in the status word when ``condition`` holds (no branch needed)."""
@@ -117,6 +96,38 @@ class KernelBuilder:
     def finish(self) -> ir.Function:
         self.builder.ret_void()
         return self.function
+
+
+def emit_loop(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, body, initial=(), step: ir.Value | None = None) -> list:
+    """``for i in range(start, stop, step): values = body(i, values)``, starting from
+    ``initial``; the values (running sums, a counter's next word) stay in registers as phis.
+    Returns the values after the last iteration. The loop of every kernel and of the epoch.
+
+    >>> fn = ir.Function(ir.Module(), ir.FunctionType(I64, [I64]), "total")
+    >>> b = ir.IRBuilder(fn.append_basic_block())
+    >>> (total,) = emit_loop(b, ir.Constant(I64, 0), fn.args[0], lambda i, s: [b.add(s[0], i)], [ir.Constant(I64, 0)])
+    >>> _ = b.ret(total)
+    """
+    fn = b.block.function
+    before = b.block
+    head, inside, after = (fn.append_basic_block(x) for x in ("loop", "body", "after"))
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64)
+    i.add_incoming(start, before)
+    values = []
+    for value in initial:
+        values.append(b.phi(value.type))
+        values[-1].add_incoming(value, before)
+    b.cbranch(b.icmp_signed("<", i, stop), inside, after)
+    b.position_at_end(inside)
+    updated = body(i, values)
+    i.add_incoming(b.add(i, step if step is not None else ir.Constant(I64, 1)), b.block)
+    for phi, value in zip(values, updated):
+        phi.add_incoming(value, b.block)
+    b.branch(head)
+    b.position_at_end(after)
+    return values
 
 
 def _align(view: View) -> int:
@@ -562,49 +573,36 @@ def _emit_fused_chunk(fn: ir.Function, kernel: FusedMap, buffers: list, reductio
     def at(view: View, i: ir.Value) -> ir.Value:
         return b.gep(pointers[id(view.buffer)], [b.add(offsets[view], i)], inbounds=True)
 
-    before = b.block
-    head, body, done = (fn.append_basic_block(name) for name in ("loop", "body", "done"))
-    b.branch(head)
-    b.position_at_end(head)
-    i = b.phi(I64)
-    i.add_incoming(start, before)
-    sums = []
-    for member in reductions:
-        acc = b.phi(element_type(member.out.dtype))
-        acc.add_incoming(ir.Constant(element_type(member.out.dtype), REDUCTIONS[member.op][0]), before)
-        sums.append(acc)
-    b.cbranch(b.icmp_signed("<", i, stop), body, done)
-    b.position_at_end(body)
-    loaded, registers, updated = {}, {}, []
+    identities = [ir.Constant(element_type(m.out.dtype), REDUCTIONS[m.op][0]) for m in reductions]
 
-    def read(view: View, dtype: str) -> ir.Value:
-        if id(view.buffer) in kept:
-            value, source = registers[id(view.buffer)]
-        else:
-            if view not in loaded:
-                loaded[view] = b.load(at(view, i), align=_align(view))
-            value, source = loaded[view], view.dtype
-        return convert(b, value, source, dtype)
+    def each(i, sums):
+        loaded, registers, updated = {}, {}, []
 
-    for member in kernel.members:
-        dtype = member.out.dtype
-        if isinstance(member, Reduce):
-            value = read(member.src, dtype)
-        else:
-            env = {s: read(v, dtype) for s, v in zip(member.fn.symbols, member.inputs)}
-            value = ExprEmitter(b, element_type(dtype), env, flags)(member.fn.body)
-        if id(member.out.buffer) in kept:
-            registers[id(member.out.buffer)] = (value, dtype)
-        elif isinstance(member, (Reduce, MapReduce)):
-            acc = sums[len(updated)]
-            updated.append(REDUCTIONS[member.op][1](b, flags, acc, value))
-        else:
-            b.store(value, at(member.out, i), align=_align(member.out))
-    i.add_incoming(b.add(i, ir.Constant(I64, 1)), b.block)
-    for acc, value in zip(sums, updated):
-        acc.add_incoming(value, b.block)
-    b.branch(head)
-    b.position_at_end(done)
+        def read(view: View, dtype: str) -> ir.Value:
+            if id(view.buffer) in kept:
+                value, source = registers[id(view.buffer)]
+            else:
+                if view not in loaded:
+                    loaded[view] = b.load(at(view, i), align=_align(view))
+                value, source = loaded[view], view.dtype
+            return convert(b, value, source, dtype)
+
+        for member in kernel.members:
+            dtype = member.out.dtype
+            if isinstance(member, Reduce):
+                value = read(member.src, dtype)
+            else:
+                env = {s: read(v, dtype) for s, v in zip(member.fn.symbols, member.inputs)}
+                value = ExprEmitter(b, element_type(dtype), env, flags)(member.fn.body)
+            if id(member.out.buffer) in kept:
+                registers[id(member.out.buffer)] = (value, dtype)
+            elif isinstance(member, (Reduce, MapReduce)):
+                updated.append(REDUCTIONS[member.op][1](b, flags, sums[len(updated)], value))
+            else:
+                b.store(value, at(member.out, i), align=_align(member.out))
+        return updated
+
+    sums = emit_loop(b, start, stop, each, identities)
     for acc, partial in zip(sums, partials):
         b.store(acc, b.gep(partial, [index]))
     b.ret_void()

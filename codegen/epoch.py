@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
-from .emit import I8P, I32, I64, element_type
+from .emit import I8P, I32, I64, element_type, emit_loop
 
 F64 = ir.DoubleType()
 
@@ -37,18 +37,7 @@ def emit_epoch(
     b.store(ir.Constant(I32, 0), status)
 
     def loop(start, stop, step, body):
-        before = b.block
-        head, inside, after = (fn.append_basic_block(x) for x in ("loop", "body", "after"))
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.phi(I64)
-        i.add_incoming(start, before)
-        b.cbranch(b.icmp_signed("<", i, stop), inside, after)
-        b.position_at_end(inside)
-        body(i)
-        i.add_incoming(b.add(i, step), b.block)
-        b.branch(head)
-        b.position_at_end(after)
+        emit_loop(b, start, stop, lambda i, carried: body(i) or [], step=step)
 
     def minibatch(start):
         left = b.sub(count, start)
