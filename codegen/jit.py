@@ -67,25 +67,55 @@ class CompileOptions:
         0 to 3, as ``-O0`` to ``-O3``.
     vectorize : bool
         Run the loop and SLP vectorizers.
+    interprocedural : bool
+        Run the module pipeline (inlining and interprocedural passes); False runs the
+        per-function pipeline on each function alone (see `codegen.target.optimize`).
+    as_written : tuple of str
+        Name prefixes of functions that get no optimisation passes, only code generation.
 
     Examples
     --------
     >>> CompileOptions().cache_token()
     'speed_level=3;vectorize=True'
+    >>> CompileOptions(interprocedural=False, as_written=("kernel.",)).cache_token()
+    "speed_level=3;vectorize=True;interprocedural=False;as_written=('kernel.',)"
     """
 
     speed_level: int = 3
     vectorize: bool = True
+    interprocedural: bool = True
+    as_written: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if type(self.speed_level) is not int or not 0 <= self.speed_level <= 3:
             raise ValueError(f"speed_level must be an int from 0 to 3, got {self.speed_level!r}")
-        if not isinstance(self.vectorize, bool):
-            raise TypeError(f"vectorize must be a bool, got {type(self.vectorize).__name__}")
+        for name in ("vectorize", "interprocedural"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+        if not isinstance(self.as_written, tuple) or not all(isinstance(p, str) and p for p in self.as_written):
+            raise TypeError(f"as_written must be a tuple of non-empty strings, got {self.as_written!r}")
+        if self.as_written and self.interprocedural:
+            raise ValueError("as_written needs interprocedural=False: the module pipeline would inline those functions")
 
     def cache_token(self) -> str:
-        """The options as one string, for the cache key."""
-        return f"speed_level={self.speed_level};vectorize={self.vectorize}"
+        """The options as one string, for the cache key (fields at their defaults after the
+        first two are left out, so that the default options keep their key)."""
+        token = f"speed_level={self.speed_level};vectorize={self.vectorize}"
+        if not self.interprocedural:
+            token += ";interprocedural=False"
+        if self.as_written:
+            token += f";as_written={self.as_written!r}"
+        return token
+
+    def optimize(self, module_ref: llvm.ModuleRef) -> None:
+        """Optimise ``module_ref`` in place with these options."""
+        optimize(
+            module_ref,
+            self.speed_level,
+            vectorize=self.vectorize,
+            interprocedural=self.interprocedural,
+            as_written=self.as_written,
+        )
 
 
 class CompiledModule:
@@ -188,7 +218,7 @@ class CompiledModule:
         """Rebuild the optimised module from the IR; code generation mutates it, hence a fresh copy."""
         with _LLVM_LOCK:
             module_ref = _parse_and_verify(self._ir)
-            optimize(module_ref, self._options.speed_level, vectorize=self._options.vectorize)
+            self._options.optimize(module_ref)
             if self._optimized_ir is None:
                 self._optimized_ir = str(module_ref)
             self._assembly = emit_assembly(module_ref)
@@ -216,7 +246,7 @@ def _compile_object(ir_text: str, options: CompileOptions, timings: dict[str, fl
     with debug.stage("parse", timings):
         module_ref = _parse_and_verify(ir_text)
     with debug.stage("optimize", timings):
-        optimize(module_ref, options.speed_level, vectorize=options.vectorize)
+        options.optimize(module_ref)
     optimized_ir = str(module_ref) if debug.debug_level() >= 2 else None
     with debug.stage("codegen", timings):
         object_code = host_target_machine().emit_object(module_ref)

@@ -226,6 +226,8 @@ def optimize(
     speed_level: int = 3,
     *,
     vectorize: bool = True,
+    interprocedural: bool = True,
+    as_written: tuple[str, ...] = (),
     machine: llvm.TargetMachine | None = None,
 ) -> llvm.ModuleRef:
     """Run LLVM's default per-module pipeline on the module, in place.
@@ -239,6 +241,13 @@ def optimize(
     vectorize : bool
         Turn on the loop and SLP vectorizers (the SLP vectorizer is off by default in
         llvmlite's tuning options).
+    interprocedural : bool
+        False runs only the per-function pipeline on each function: no inlining, no
+        interprocedural passes. For code that is already split and shaped as it should run.
+    as_written : tuple of str
+        Functions whose names start with one of these are left to code generation alone
+        (with ``interprocedural=False``): code written vectorised and register-blocked by
+        hand, which the optimiser would only re-derive, at a cost.
     machine : llvmlite.binding.TargetMachine, optional
         Defaults to `host_target_machine`.
 
@@ -261,7 +270,15 @@ def optimize(
     tuning.loop_vectorization = vectorize
     tuning.slp_vectorization = vectorize
     builder = llvm.create_pass_builder(machine, tuning)
-    builder.getModulePassManager().run(module_ref, builder)
+    if interprocedural:
+        if as_written:
+            raise ValueError("as_written needs interprocedural=False: the module pipeline would inline those functions")
+        builder.getModulePassManager().run(module_ref, builder)
+        return module_ref
+    functions = builder.getFunctionPassManager()
+    for function in module_ref.functions:
+        if not function.is_declaration and not function.name.startswith(as_written):
+            functions.run(function, builder)
     return module_ref
 
 

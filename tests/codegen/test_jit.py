@@ -114,6 +114,12 @@ def test_bad_arguments_raise_type_and_value_errors(vadd_ir):
         compile_ir(vadd_ir, options={"speed_level": 3})
     with pytest.raises(ValueError, match="speed_level"):
         CompileOptions(speed_level=5)
+    with pytest.raises(TypeError, match="interprocedural must be a bool"):
+        CompileOptions(interprocedural=0)
+    with pytest.raises(TypeError, match="as_written must be a tuple"):
+        CompileOptions(interprocedural=False, as_written="kernel.")
+    with pytest.raises(ValueError, match="as_written needs interprocedural=False"):
+        CompileOptions(as_written=("kernel.",))
     with pytest.raises(KeyError, match="no function 'vsub'.*vadd"):
         compile_ir(vadd_ir, use_cache=False).address("vsub")
 

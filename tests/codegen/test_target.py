@@ -70,3 +70,40 @@ def test_optimize_vectorizes_for_the_host_and_can_be_told_not_to(vadd_ir):
 def test_optimize_rejects_bad_speed_level(vadd_ir, level):
     with pytest.raises(ValueError, match="speed_level"):
         optimize(llvm.parse_assembly(vadd_ir), level)
+
+
+_TWO_FUNCTIONS = """
+define internal i32 @helper(i32 %x) {
+  %a = add i32 %x, 0
+  %b = mul i32 %a, 1
+  ret i32 %b
+}
+define internal i32 @kept.helper(i32 %x) {
+  %a = add i32 %x, 0
+  %b = mul i32 %a, 1
+  ret i32 %b
+}
+define i32 @entry(i32 %x) {
+  %y = call i32 @helper(i32 %x)
+  %z = call i32 @kept.helper(i32 %y)
+  ret i32 %z
+}
+"""
+
+
+def _body(module: llvm.ModuleRef, name: str) -> str:
+    return str(module.get_function(name))
+
+
+def test_per_function_pipeline_simplifies_each_function_without_inlining():
+    module = optimize(llvm.parse_assembly(_TWO_FUNCTIONS), interprocedural=False, as_written=("kept.",))
+    assert "ret i32 %x" in _body(module, "helper")  # simplified in place
+    assert "add i32 %x, 0" in _body(module, "kept.helper")  # left as written
+    assert "call i32 @helper" in _body(module, "entry")  # nothing inlined
+    inlined = optimize(llvm.parse_assembly(_TWO_FUNCTIONS))
+    assert "call" not in _body(inlined, "entry")
+
+
+def test_as_written_needs_the_per_function_pipeline():
+    with pytest.raises(ValueError, match="interprocedural=False"):
+        optimize(llvm.parse_assembly(_TWO_FUNCTIONS), as_written=("kept.",))
