@@ -20,6 +20,8 @@ from symbackprop.random import FINAL_SHIFT, FRACTION_BITS, GAMMA, MIX_STEPS, see
 
 from .expr import FAST, ExprEmitter, emit_index
 from .kernels import (
+    KERNELS,
+    Concurrent,
     Copy,
     Fill,
     FusedMap,
@@ -27,17 +29,20 @@ from .kernels import (
     Map,
     MapReduce,
     Matmul,
+    MatmulMap,
     OneHot,
     Program,
     RandomUniform,
     Reduce,
     ScatterAdd,
     View,
+    leaf_kernels,
 )
 from .library import declare_matmul
 from .matmul import matmul_config
-from .parallel import CHUNKS, MIN_ELEMENTS, chunk_function, emit_parallel_for
+from .parallel import CHUNKS, EPILOGUE_FN, MIN_ELEMENTS, chunk_function, emit_parallel_for, parallel_matmul
 from .profile import ProfileEmitter
+from .schedule import PAIR_MAX_FLOPS, PAIR_MIN_FLOPS
 
 I32, I64 = ir.IntType(32), ir.IntType(64)
 I8P = ir.IntType(8).as_pointer()
@@ -54,9 +59,9 @@ def element_type(dtype: str) -> ir.Type:
 class KernelBuilder:
     """One kernel function under construction: its pointer arguments, ``n`` and status."""
 
-    def __init__(self, module: ir.Module, name: str, buffers: list, flags):
+    def __init__(self, module: ir.Module, name: str, buffers: list, flags, extra: int = 0):
         self.buffers = list(dict.fromkeys(buffers))
-        types = [element_type(b.dtype).as_pointer() for b in self.buffers] + [I64, I32.as_pointer()]
+        types = [element_type(b.dtype).as_pointer() for b in self.buffers] + [I64, I32.as_pointer()] + [I64] * extra
         self.function = ir.Function(module, ir.FunctionType(ir.VoidType(), types), name=name)
         self.function.linkage = "internal"
         for arg in self.function.args[: len(self.buffers)]:
@@ -64,6 +69,7 @@ class KernelBuilder:
         self.pointers = dict(zip(self.buffers, self.function.args))
         self.n = self.function.args[len(self.buffers)]
         self.status = self.function.args[len(self.buffers) + 1]
+        self.extra = list(self.function.args[len(self.buffers) + 2 :])  # integer arguments of its own
         self.builder = ir.IRBuilder(self.function.append_basic_block("entry"))
         self.flags = flags
 
@@ -187,16 +193,16 @@ def emit_elementwise(kb: KernelBuilder, out: View, inputs: list[View], body) -> 
 
 
 def _map(kb: KernelBuilder, kernel: Map) -> None:
-    ty = element_type(kernel.out.dtype)
+    emit_elementwise(kb, kernel.out, kernel.inputs, lambda values: _map_value(kb, kernel, values))
 
-    def body(values):
-        env = {
-            s: convert(kb.builder, v, view.dtype, kernel.out.dtype)
-            for s, v, view in zip(kernel.fn.symbols, values, kernel.inputs)
-        }
-        return ExprEmitter(kb.builder, ty, env, kb.flags)(kernel.fn.body)
 
-    emit_elementwise(kb, kernel.out, kernel.inputs, body)
+def _map_value(kb: KernelBuilder, kernel: Map, values: list) -> ir.Value:
+    """The map's body on one element, given its inputs' values there."""
+    env = {
+        s: convert(kb.builder, v, view.dtype, kernel.out.dtype)
+        for s, v, view in zip(kernel.fn.symbols, values, kernel.inputs)
+    }
+    return ExprEmitter(kb.builder, element_type(kernel.out.dtype), env, kb.flags)(kernel.fn.body)
 
 
 def _copy(kb: KernelBuilder, kernel: Copy) -> None:
@@ -226,8 +232,13 @@ def _matmul(kb: KernelBuilder, kernel: Matmul) -> None:
     if loop is not None:
         loop(kb, kernel)
         return
-    b = kb.builder
     callee = declare_matmul(kb.function.module, kernel.out.dtype, kernel.trans_a, kernel.trans_b)
+    kb.builder.call(callee, _library_arguments(kb, kernel))
+
+
+def _library_arguments(kb: KernelBuilder, kernel: Matmul) -> list[ir.Value]:
+    """``M, N, K, A, lda, B, ldb, C, ldc, accumulate, work`` of a library matmul call."""
+    b = kb.builder
     rows, cols = kernel.out.shape
     inner = kernel.a.shape[0] if kernel.trans_a else kernel.a.shape[1]
 
@@ -236,8 +247,137 @@ def _matmul(kb: KernelBuilder, kernel: Matmul) -> None:
 
     arguments = [kb.index(rows), kb.index(cols), kb.index(inner)]
     arguments += [at(kernel.a), kb.index(kernel.a.strides[0]), at(kernel.b), kb.index(kernel.b.strides[0])]
-    arguments += [at(kernel.out), kb.index(kernel.out.strides[0]), ir.Constant(I32, 0), kb.pointers[kernel.work]]
-    b.call(callee, arguments)
+    return arguments + [at(kernel.out), kb.index(kernel.out.strides[0]), ir.Constant(I32, 0), kb.pointers[kernel.work]]
+
+
+def _matmul_map(kb: KernelBuilder, kernel: MatmulMap) -> None:
+    """A product whose blocks are mapped by the thread that computed them.
+
+    A library product goes through a wrapper of the program's own (`parallel_matmul` with
+    an epilogue) around the library's one-thread kernel: each chunk computes its block of
+    the product, then maps it. A product the program computes itself (`_in_program`) is
+    not split; the map follows it over the whole result.
+    """
+    product, epilogue = kernel.product, kernel.epilogue
+    b = kb.builder
+    rows, cols = (kb.index(d) for d in product.out.shape)
+    zero = ir.Constant(I64, 0)
+    if _in_program(product) is not None:
+        _matmul(kb, product)
+        _block_map(kb, epilogue, zero, rows, zero, cols)
+        return
+    module = kb.function.module
+    block = KernelBuilder(
+        module,
+        f"{kb.function.name}.block",
+        [epilogue.out.buffer, *(v.buffer for v in epilogue.inputs)],
+        kb.flags,
+        extra=4,
+    )
+    _block_map(block, epilogue, *block.extra)
+    block.finish()
+    unpack = ir.Function(module, EPILOGUE_FN, f"{kb.function.name}.epilogue")
+    unpack.linkage = "internal"
+    ub = ir.IRBuilder(unpack.append_basic_block("entry"))
+    _call_from_context(ub, unpack.args[0], block.buffers, block, list(unpack.args[1:]))
+    ub.ret_void()
+    serial = declare_matmul(module, product.out.dtype, product.trans_a, product.trans_b, one_thread=True)
+    wrapper = parallel_matmul(module, serial, product.out.dtype, product.trans_a, product.trans_b, epilogue=unpack)
+    b.call(wrapper, [*_library_arguments(kb, product), _store_context(kb, block.buffers)])
+
+
+def _context_type(buffers: list) -> ir.LiteralStructType:
+    """A kernel's arguments gathered for a callback: its buffers' addresses, ``n``, the status."""
+    return ir.LiteralStructType([I8P] * len(buffers) + [I64, I8P])
+
+
+def _store_context(kb: KernelBuilder, buffers: list) -> ir.Value:
+    """The `_context_type` of ``buffers``, filled on ``kb``'s stack; as an ``i8*``."""
+    b = kb.builder
+    ctx = b.alloca(_context_type(buffers))
+    values = [*(b.bitcast(kb.pointers[buf], I8P) for buf in buffers), kb.n, b.bitcast(kb.status, I8P)]
+    for index, value in enumerate(values):
+        b.store(value, b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, index)]))
+    return b.bitcast(ctx, I8P)
+
+
+def _call_from_context(b: ir.IRBuilder, raw: ir.Value, buffers: list, callee: KernelBuilder, extra: list) -> None:
+    """Call ``callee``'s kernel with its buffers, ``n`` and status taken from a context of
+    ``buffers`` (a superset of the callee's), then ``extra``."""
+    context = _context_type(buffers)
+    ctx = b.bitcast(raw, context.as_pointer())
+    fields = [b.load(b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, i)])) for i in range(len(context.elements))]
+    pointers = {buf: b.bitcast(raw, element_type(buf.dtype).as_pointer()) for raw, buf in zip(fields, buffers)}
+    status = b.bitcast(fields[-1], I32.as_pointer())
+    b.call(callee.function, [*(pointers[buf] for buf in callee.buffers), fields[-2], status, *extra])
+
+
+def _concurrent(kb: KernelBuilder, kernel: Concurrent) -> None:
+    """Two independent products as the two chunks of one job: the caller runs the first and
+    the worker the second, when the worker is free and the pair is worth it at this batch
+    size (`codegen.schedule.worth_pairing`); else both on the caller, in order, each split
+    as it would be alone. Inside the job each runs on its thread: the worker is held, so a
+    split they ask for runs on the calling thread."""
+    b = kb.builder
+    module = kb.function.module
+    members = []
+    for index, member in enumerate((kernel.first, kernel.second)):
+        member_kb = KernelBuilder(module, f"{kb.function.name}.{index}", kernel_buffers(member), kb.flags)
+        emitters[type(member)](member_kb, member)
+        members.append(member_kb)
+        member_kb.finish()
+    chunk = chunk_function(module, f"{kb.function.name}.chunk")
+    cb = ir.IRBuilder(chunk.append_basic_block("entry"))
+    with cb.if_else(cb.icmp_signed("==", chunk.args[1], ir.Constant(I64, 0))) as (first, second):
+        for branch, member_kb in zip((first, second), members):
+            with branch:
+                _call_from_context(cb, chunk.args[0], kb.buffers, member_kb, [])
+    cb.ret_void()
+    ctx = _store_context(kb, kb.buffers)
+    first_flops, second_flops = (_flops(kb, member) for member in (kernel.first, kernel.second))
+    small = b.select(b.icmp_signed("<", first_flops, second_flops), first_flops, second_flops)
+    large = b.select(b.icmp_signed("<", first_flops, second_flops), second_flops, first_flops)
+    worth = b.and_(
+        b.and_(
+            b.icmp_signed(">=", small, ir.Constant(I64, PAIR_MIN_FLOPS)),
+            b.icmp_signed("<=", large, ir.Constant(I64, PAIR_MAX_FLOPS)),
+        ),
+        b.icmp_signed(">=", b.mul(small, ir.Constant(I64, 5)), b.mul(large, ir.Constant(I64, 4))),
+    )
+    emit_parallel_for(b, chunk, ctx, ir.Constant(I64, 2), worth)
+
+
+def _flops(kb: KernelBuilder, kernel) -> ir.Value:
+    """``2 M N K`` of a product (or a product with an epilogue), at the call's batch size."""
+    product = kernel.product if isinstance(kernel, MatmulMap) else kernel
+    inner = product.a.shape[0] if product.trans_a else product.a.shape[1]
+    b = kb.builder
+    m, n, k = (kb.index(d) for d in (*product.out.shape, inner))
+    return b.mul(b.mul(b.mul(m, n), k), ir.Constant(I64, 2))
+
+
+def _block_map(kb: KernelBuilder, kernel: Map, row: ir.Value, rows: ir.Value, col: ir.Value, cols: ir.Value) -> None:
+    """The map on rows ``row .. row+rows`` and columns ``col .. col+cols`` of its
+    two-dimensional result; the inner loop (unit steps, as a rule) is left to LLVM to widen."""
+    b = kb.builder
+    views = [kernel.out, *kernel.inputs]
+    offsets = [kb.index(v.offset) for v in views]
+    row_steps = [kb.index(v.strides[0]) for v in views]
+    col_steps = [kb.index(v.strides[1]) for v in views]
+
+    def each_row(r, _):
+        starts = [b.add(offset, b.mul(r, step)) for offset, step in zip(offsets, row_steps)]
+
+        def each_col(c, _):
+            at = [b.add(start, b.mul(c, step)) for start, step in zip(starts, col_steps)]
+            values = [kb.load(view, linear) for view, linear in zip(kernel.inputs, at[1:])]
+            kb.store(kernel.out, at[0], _map_value(kb, kernel, values))
+            return []
+
+        emit_loop(b, col, b.add(col, cols), each_col)
+        return []
+
+    emit_loop(b, row, b.add(row, rows), each_row)
 
 
 def _matvec(kb: KernelBuilder, kernel: Matmul) -> None:
@@ -333,9 +473,8 @@ def _narrow_transposed(kernel: Matmul) -> bool:
 
 def library_matmuls(program: Program) -> set[tuple[str, bool, bool]]:
     """``(dtype, trans_a, trans_b)`` of each library variant the program's code calls."""
-    return {
-        (k.out.dtype, k.trans_a, k.trans_b) for k in program.kernels if isinstance(k, Matmul) and _in_program(k) is None
-    }
+    products = [k.product if isinstance(k, MatmulMap) else k for k in leaf_kernels(program.kernels)]
+    return {(k.out.dtype, k.trans_a, k.trans_b) for k in products if isinstance(k, Matmul) and _in_program(k) is None}
 
 
 def _few_terms(kb: KernelBuilder, kernel: Matmul, terms: int) -> None:
@@ -791,6 +930,8 @@ emitters = {
     Copy: _copy,
     Fill: _fill,
     Matmul: _matmul,
+    MatmulMap: _matmul_map,
+    Concurrent: _concurrent,
     Reduce: _reduce,
     MapReduce: _map_reduce,
     FusedMap: _fused_map,
@@ -802,6 +943,8 @@ emitters = {
 
 
 def kernel_buffers(kernel) -> list:
+    if isinstance(kernel, Concurrent):
+        return kernel_buffers(kernel.first) + kernel_buffers(kernel.second)
     views = [v for v in vars(kernel).values() if isinstance(v, View)] + list(getattr(kernel, "inputs", []))
     views += getattr(kernel, "results", [])  # a fused kernel's outputs
     work = [kernel.work] if getattr(kernel, "work", None) is not None else []
@@ -860,6 +1003,8 @@ def kernel_signature(kernel, buffers: list) -> str:
             parts.append(f"{field}:#{position[value]}")
         elif hasattr(value, "body"):  # a scalar function
             parts.append(f"{field}:{value.symbols}:{value.body}")
+        elif isinstance(value, KERNELS):  # a MatmulMap's product and epilogue
+            parts.append(f"{field}:[{kernel_signature(value, buffers)}]")
         else:
             parts.append(f"{field}:{value}")
     return "|".join(parts)

@@ -14,7 +14,19 @@ from __future__ import annotations
 
 import sympy
 
-from .kernels import Buffer, FusedMap, Map, MapReduce, Program, Reduce, View, kernel_reads, kernel_results
+from .kernels import (
+    Buffer,
+    FusedMap,
+    Map,
+    MapReduce,
+    Matmul,
+    MatmulMap,
+    Program,
+    Reduce,
+    View,
+    kernel_reads,
+    kernel_results,
+)
 
 
 def fuse_elementwise(program: Program, reductions: tuple[str, ...] = ("sum",)) -> None:
@@ -130,6 +142,61 @@ def _fused(group: list) -> FusedMap:
     return FusedMap(inputs, results, list(group), [temp], _elements(group[0].out))
 
 
+def fuse_epilogues(program: Program) -> None:
+    """Join each product with the map that first reads its result, where that map reads it
+    element for element, into a :class:`~codegen.kernels.MatmulMap`, in place.
+
+    A layer's ``tanh(x·W + b)``, its gradient's ``(δ·Wᵀ) ⊙ (1 − h²)`` and an optimizer's
+    ``W − η·(hᵀ·δ)`` then run in the threads that computed the product, each on its block
+    while the block is in that core's cache, instead of on one thread after the product,
+    reading the other core's half. The map moves up to the product: nothing between them
+    may write what the map reads, or touch what it writes.
+
+    >>> import symbackprop as sb
+    >>> from codegen.lower import lower
+    >>> x = sb.input("x", (None, 8))
+    >>> w = sb.param("w", (8, 8), init="glorot_uniform", seed=0)
+    >>> [type(k).__name__ for k in lower([sb.tanh(x @ w)], [x]).kernels]
+    ['MatmulMap']
+    """
+    position = 0
+    while position < len(program.kernels):
+        product = program.kernels[position]
+        if isinstance(product, Matmul):
+            later = program.kernels[position + 1 :]
+            epilogue = _epilogue(product, later)
+            if epilogue is not None:
+                program.kernels[position] = MatmulMap(product, epilogue)
+                program.kernels = [k for k in program.kernels if k is not epilogue]
+        position += 1
+
+
+def _epilogue(product: Matmul, later: list) -> Map | None:
+    """The map that can run on the product's blocks (see `fuse_epilogues`), or None."""
+    result = product.out.buffer
+    index = next((i for i, k in enumerate(later) if any(b is result for b in _touched(k))), None)
+    if index is None or not isinstance(later[index], Map):
+        return None
+    epilogue = later[index]
+    views = [epilogue.out, *epilogue.inputs]
+    if len(product.out.shape) != 2 or not all(_same_shape(v.shape, product.out.shape) for v in views):
+        return None
+    if any(v.buffer is result and v != product.out for v in epilogue.inputs):
+        return None  # it reads the product's result at other elements than its own
+    if _overlap([epilogue.out.buffer], [product.a.buffer, product.b.buffer]):
+        return None  # one thread's block of the map would overwrite what another thread multiplies
+    reads = [v.buffer for v in epilogue.inputs]
+    for between in later[:index]:
+        written = [r.buffer for r in kernel_results(between)]
+        if _overlap(written, reads + [epilogue.out.buffer]) or _overlap(kernel_reads(between), [epilogue.out.buffer]):
+            return None
+    return epilogue
+
+
+def _same_shape(a, b) -> bool:
+    return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+
+
 def _touched(kernel) -> list[Buffer]:
     return kernel_reads(kernel) + [r.buffer for r in kernel_results(kernel)]
 
@@ -151,4 +218,4 @@ def _same(a, b) -> bool:
     return sympy.expand(sympy.sympify(a) - sympy.sympify(b)) == 0
 
 
-__all__ = ["fuse_elementwise", "member_inputs"]
+__all__ = ["fuse_elementwise", "fuse_epilogues", "member_inputs"]

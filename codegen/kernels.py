@@ -274,7 +274,111 @@ class FusedMap:
         return "\n    ".join(lines + [str(m) for m in self.members])
 
 
-KERNELS = (Map, Copy, Fill, Matmul, Reduce, MapReduce, Gather, ScatterAdd, OneHot, RandomUniform, FusedMap)
+@dataclass
+class MatmulMap:
+    """A product and a map of its result, run block by block: each block of ``product.out``
+    is mapped by ``epilogue`` as soon as it is computed, by the thread that computed it.
+
+    The epilogue is a :class:`Map` over the product's two-dimensional result that reads it
+    element for element (and any other views, broadcast or not), and writes neither of the
+    product's operands. Built by :func:`codegen.fusion.fuse_epilogues`:
+
+    >>> import symbackprop as sb
+    >>> x = sb.input("x", (None, 64))
+    >>> w = sb.param("w", (64, 64), init="glorot_uniform", seed=0)
+    >>> print(sb.compile(sb.tanh(x @ w), inputs=[x]).program.kernels[0])
+    matmul t2[n,64] = x[n,64] · w[64,64], each block then:
+        map out0[n,64] = tanh(t) over (t2[n,64])
+    """
+
+    product: Matmul
+    epilogue: Map
+
+    @property
+    def out(self) -> View:
+        return self.epilogue.out
+
+    @property
+    def results(self) -> list[View]:
+        return [self.product.out, self.epilogue.out]
+
+    @property
+    def inputs(self) -> list[View]:
+        """The views read from memory: the operands, and what the map reads besides the product."""
+        extra = [v for v in self.epilogue.inputs if v.buffer is not self.product.out.buffer]
+        return [self.product.a, self.product.b, *extra]
+
+    @property
+    def work(self) -> Buffer | None:
+        return self.product.work
+
+    def dims(self, batch: int) -> tuple[int, int, int]:
+        return self.product.dims(batch)
+
+    def __str__(self) -> str:
+        return f"{self.product}, each block then:\n    {self.epilogue}"
+
+
+@dataclass
+class Concurrent:
+    """Two products that depend on nothing the other writes, one on each thread: the caller
+    runs ``first`` and the worker ``second`` (each on one thread), or the caller both, in
+    order, when the worker is not free or the two are not worth it (see
+    :func:`codegen.schedule.pair_products`). ``second`` packs into a workspace of its own.
+
+    Backpropagation through a stack of layers has such pairs: layer l's weight gradient
+    ``hᵀ·δ`` and the product ``δ·Wᵀ`` that carries ``δ`` to the layer below.
+    """
+
+    first: Matmul | MatmulMap
+    second: Matmul | MatmulMap
+
+    @property
+    def out(self) -> View:
+        return self.first.out
+
+    @property
+    def results(self) -> list[View]:
+        return [*kernel_results(self.first), *kernel_results(self.second)]
+
+    @property
+    def inputs(self) -> list[View]:
+        return [*_read_views(self.first), *_read_views(self.second)]
+
+    def __str__(self) -> str:
+        lines = ["together:", *str(self.first).splitlines(), *str(self.second).splitlines()]
+        return "\n    ".join(lines)
+
+
+def _read_views(kernel) -> list[View]:
+    """The views a kernel reads: its ``inputs`` and every other view but ``out``."""
+    views = [v for name, v in vars(kernel).items() if isinstance(v, View) and name != "out"]
+    return views + list(getattr(kernel, "inputs", []))
+
+
+def leaf_kernels(kernels: list) -> list:
+    """The kernels, with each :class:`Concurrent` replaced by its two members."""
+    leaves = []
+    for kernel in kernels:
+        leaves += [kernel.first, kernel.second] if isinstance(kernel, Concurrent) else [kernel]
+    return leaves
+
+
+KERNELS = (
+    Map,
+    Copy,
+    Fill,
+    Matmul,
+    Reduce,
+    MapReduce,
+    Gather,
+    ScatterAdd,
+    OneHot,
+    RandomUniform,
+    FusedMap,
+    MatmulMap,
+    Concurrent,
+)
 
 
 def kernel_results(kernel) -> list[View]:
@@ -294,8 +398,7 @@ def kernel_reads(kernel) -> list[Buffer]:
     >>> [r.name for r in kernel_reads(Copy(View.whole(b, (N,)), View.whole(a, (N,))))]
     ['t0']
     """
-    views = [v for name, v in vars(kernel).items() if isinstance(v, View) and name != "out"]
-    return [v.buffer for v in views + list(getattr(kernel, "inputs", []))]
+    return [v.buffer for v in _read_views(kernel)]
 
 
 @dataclass

@@ -32,17 +32,23 @@ LIBRARY_OPTIONS = CompileOptions(vectorize=False, interprocedural=False, as_writ
 _lock = threading.Lock()
 
 
-def matmul_symbol(dtype: str, trans_a: bool, trans_b: bool) -> str:
-    """The exported name of one matmul variant, for example ``sbp_matmul_float32_nt``."""
-    return f"sbp_matmul_{dtype}_{'t' if trans_a else 'n'}{'t' if trans_b else 'n'}"
+def matmul_symbol(dtype: str, trans_a: bool, trans_b: bool, one_thread: bool = False) -> str:
+    """The exported name of one matmul variant: its entry point, which splits large products
+    between the threads, or with ``one_thread`` the kernel itself, for the programs' own
+    splits (a product whose result a map reads, see `codegen.emit`).
+
+    >>> matmul_symbol("float32", False, True), matmul_symbol("float64", True, False, one_thread=True)
+    ('sbp_matmul_float32_nt', 'sbp_matmul_float64_tn_one_thread')
+    """
+    suffix = "_one_thread" if one_thread else ""
+    return f"sbp_matmul_{dtype}_{'t' if trans_a else 'n'}{'t' if trans_b else 'n'}{suffix}"
 
 
 def _variant_module(dtype: str, trans_a: bool, trans_b: bool) -> ir.Module:
-    """One matmul variant: the kernel, its two-thread wrapper and the exported entry point."""
+    """One matmul variant: the kernel and, calling it, the entry point that splits products."""
     symbol = matmul_symbol(dtype, trans_a, trans_b)
     module = ir.Module(name=symbol)
-    kernel = emit_matmul(module, f"matmul_{dtype}_{int(trans_a)}{int(trans_b)}", dtype, trans_a, trans_b)
-    kernel.linkage = "internal"
+    kernel = emit_matmul(module, matmul_symbol(dtype, trans_a, trans_b, one_thread=True), dtype, trans_a, trans_b)
     wrapper = parallel_matmul(module, kernel, dtype, trans_a, trans_b)
     exported = ir.Function(module, wrapper.function_type, name=symbol)
     builder = ir.IRBuilder(exported.append_basic_block("entry"))
@@ -67,8 +73,11 @@ def load_variant(dtype: str, trans_a: bool, trans_b: bool) -> CompiledModule:
         compiled = _loaded.get(symbol)
         if compiled is None:
             identity = f"kernel library {program_cache.source_token()} {symbol}"
-            compiled = compile_keyed(identity, lambda: _variant_module(dtype, trans_a, trans_b), options=LIBRARY_OPTIONS)
-            llvm.add_symbol(symbol, compiled.address(symbol))
+            compiled = compile_keyed(
+                identity, lambda: _variant_module(dtype, trans_a, trans_b), options=LIBRARY_OPTIONS
+            )
+            for name in (symbol, matmul_symbol(dtype, trans_a, trans_b, one_thread=True)):
+                llvm.add_symbol(name, compiled.address(name))
             _loaded[symbol] = compiled  # kept for the life of the process, as its code must be
         return compiled
 
@@ -89,10 +98,13 @@ def loaded() -> list[str]:
         return sorted(_loaded)
 
 
-def declare_matmul(module: ir.Module, dtype: str, trans_a: bool, trans_b: bool) -> ir.Function:
-    """Declare one library matmul in a program's module (loading that variant if needed)."""
+def declare_matmul(
+    module: ir.Module, dtype: str, trans_a: bool, trans_b: bool, one_thread: bool = False
+) -> ir.Function:
+    """Declare one library matmul in a program's module (loading that variant if needed):
+    the entry point, or with ``one_thread`` the kernel that runs on the calling thread."""
     load_variant(dtype, trans_a, trans_b)
-    name = matmul_symbol(dtype, trans_a, trans_b)
+    name = matmul_symbol(dtype, trans_a, trans_b, one_thread)
     existing = module.globals.get(name)
     if existing is not None:
         return existing

@@ -16,7 +16,7 @@ from symbackprop.graph import Tensor, topological_order
 from symbackprop.ops import PRIMITIVES
 from symbackprop.scalar import ScalarFunction
 
-from .fusion import fuse_elementwise
+from .fusion import fuse_elementwise, fuse_epilogues
 from .kernels import (
     Buffer,
     Copy,
@@ -35,6 +35,7 @@ from .kernels import (
     kernel_reads,
     kernel_results,
 )
+from .schedule import pair_products
 
 
 def symbolic_shape(shape) -> tuple:
@@ -320,6 +321,8 @@ def lower(
         ctx.buffers, ctx.kernels, [input_views[i].buffer for i in inputs], result, _unique(ctx.index_checks)
     )
     fuse_elementwise(program, reductions=("sum",) if reassociate else ())
+    fuse_epilogues(program)
+    pair_products(program)
     program.verify()
     plan_memory(program)
     program.verify()
@@ -445,6 +448,8 @@ def _move_views(kernel, replacement: dict) -> None:
         elif name == "members":
             for member in value:
                 _move_views(member, replacement)
+        elif name in ("product", "epilogue", "first", "second"):  # MatmulMap, Concurrent
+            _move_views(value, replacement)
 
 
 def program_size(program: Program, batch: int) -> int:

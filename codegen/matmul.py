@@ -36,7 +36,14 @@ from codegen.jit import compile_ir
 from codegen.loops import llvm_float_type
 from codegen.target import TargetSpec, host_spec
 
-__all__ = ["MatmulConfig", "matmul_config", "matmul_workspace_size", "matmul_function_type", "emit_matmul", "MatmulKernels"]
+__all__ = [
+    "MatmulConfig",
+    "matmul_config",
+    "matmul_workspace_size",
+    "matmul_function_type",
+    "emit_matmul",
+    "MatmulKernels",
+]
 
 _I1 = ir.IntType(1)
 _I32 = ir.IntType(32)

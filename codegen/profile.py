@@ -106,7 +106,8 @@ class KernelProfile:
         total = self.total or 1.0
         lines = [f"{'per call':>10} {'share':>6} {'calls':>7}  kernel"]
         for row in rows:
-            lines.append(f"{_format(row.per_call):>10} {row.seconds / total:>6.1%} {row.calls:>7}  {row.kernel}")
+            kernel = " ".join(line.strip() for line in row.kernel.splitlines())  # one line per kernel
+            lines.append(f"{_format(row.per_call):>10} {row.seconds / total:>6.1%} {row.calls:>7}  {kernel}")
         lines.append(f"{_format(self.total):>10} {'':>6} {'':>7}  all kernels, in total")
         return "\n".join(lines)
 

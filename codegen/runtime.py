@@ -23,7 +23,7 @@ from symbackprop.evaluate import batch_size_of, check_input_value
 from symbackprop.graph import Tensor
 
 from .emit import STATUS_INDEX_OUT_OF_RANGE, STATUS_UNBOUND
-from .kernels import FusedMap, Program, View, at_batch
+from .kernels import FusedMap, Program, View, at_batch, leaf_kernels
 from .parallel import MIN_ELEMENTS, ensure_worker, matmul_workspace_elements
 
 ALIGNMENT = 64
@@ -233,7 +233,7 @@ class BoundProgram:
         # A product split between two threads needs a workspace for each.
         sizes = [
             matmul_workspace_elements(*k.dims(batch), buffer.dtype)
-            for k in self.program.kernels
+            for k in leaf_kernels(self.program.kernels)
             if getattr(k, "work", None) is buffer
         ]
         return max(sizes, default=0)

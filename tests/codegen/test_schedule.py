@@ -1,0 +1,112 @@
+"""Independent products paired, one per thread (:mod:`codegen.schedule`): where they pair,
+that they compute what the reference does, and that dependent or unbalanced ones do not."""
+
+import time
+
+import numpy as np
+import pytest
+
+import symbackprop as sb
+from codegen import parallel
+from codegen.kernels import Concurrent, leaf_kernels
+from codegen.lower import lower
+from codegen.schedule import PAIR_MAX_FLOPS, PAIR_MIN_FLOPS, worth_pairing
+
+
+def stack(width: int, depth: int, dtype: str = "float32"):
+    """A tanh stack with a softmax cross-entropy loss: its backward pass has pairs."""
+    x = sb.input("x", (None, width), dtype)
+    y = sb.input("y", (None,), "int64")
+    h, params = x, []
+    for i in range(depth):
+        w = sb.param(f"W{i}", (width, width), init="glorot_uniform", seed=i, dtype=dtype)
+        b = sb.param(f"b{i}", (width,), init="zeros", dtype=dtype)
+        h = sb.tanh(h @ w + b)
+        params += [w, b]
+    out = sb.param("Wout", (width, 10), init="glorot_uniform", seed=99, dtype=dtype)
+    loss = sb.losses.softmax_cross_entropy(h @ out, y)
+    return x, y, params + [out], loss
+
+
+def pairs(program) -> list[Concurrent]:
+    return [k for k in program.kernels if isinstance(k, Concurrent)]
+
+
+def test_a_layer_stack_pairs_each_weight_gradient_with_the_next_backward_product():
+    x, y, params, loss = stack(64, 4)
+    step = sb.compile_step(loss, inputs=[x, y], params=params, optimizer=sb.optim.SGD(lr=0.1))
+    found = pairs(step.program)
+    products = [[k.product if hasattr(k, "product") else k for k in (p.first, p.second)] for p in found]
+    # δ·Wᵀ of layer l on the caller beside hᵀ·δ of layer l + 1 on the worker, for the two
+    # middle layers; the first two layers' weight gradients pair with each other.
+    kinds = [(first.trans_a, first.trans_b, second.trans_a, second.trans_b) for first, second in products]
+    assert kinds == [(False, True, True, False)] * 2 + [(True, False, True, False)]
+    assert all(first.work is not second.work for first, second in products)  # a workspace each
+    assert "together:" in str(step.program)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch", [1, 17, 64, 130])
+def test_paired_steps_train_as_the_reference_does(dtype, batch):
+    x, y, params, loss = stack(64, 3, dtype)
+    step = sb.compile_step(loss, inputs=[x, y], params=params, optimizer=sb.optim.SGD(lr=0.2))
+    assert pairs(step.program)
+    rng = np.random.default_rng(batch)
+    X = rng.standard_normal((batch, 64)).astype(dtype)
+    Y = rng.integers(0, 10, batch)
+    tolerance = 2e-5 if dtype == "float32" else 1e-12
+    for _ in range(3):
+        gradients = sb.evaluate(sb.grad(loss, params), {x: X, y: Y})
+        expected = [p.value - 0.2 * g for p, g in zip(params, gradients)]
+        step(X, Y)
+        for p, want in zip(params, expected):
+            np.testing.assert_allclose(p.value, want, rtol=tolerance, atol=tolerance)
+
+
+def test_products_that_depend_on_each_other_are_not_paired():
+    x = sb.input("x", (None, 64))
+    w = sb.param("w", (64, 64), init="glorot_uniform", seed=0)
+    h = x @ w
+    assert not pairs(lower([(h.T @ h) @ w], [x]))  # each product reads the one before
+    # w ← w − hᵀ·h reads h, and writes w, which the product making h reads first.
+    program = lower([], [x], in_place={w - h.T @ h: w})
+    assert not pairs(program) and len(program.kernels) == 2
+
+
+def test_unbalanced_or_large_products_are_not_paired():
+    assert not worth_pairing(PAIR_MIN_FLOPS - 1, PAIR_MIN_FLOPS - 1)
+    assert not worth_pairing(PAIR_MAX_FLOPS + 1, PAIR_MAX_FLOPS + 1)
+    assert not worth_pairing(1_000_000, 700_000)
+    assert worth_pairing(1_000_000, 800_000)
+    x, d = sb.input("x", (None, 64)), sb.input("d", (None, 64))
+    small = sb.param("s", (64, 8), init="glorot_uniform", seed=0)
+    big = sb.param("big", (1024, 1024), init="glorot_uniform", seed=0)
+    e = sb.input("e", (None, 1024))
+    assert not pairs(lower([x.T @ d, d @ small], [x, d]))  # 8 times fewer FLOPs
+    assert not pairs(lower([e.T @ e, e @ big], [e]))  # split well on their own
+
+
+@pytest.mark.skipif(parallel._platform_support() is None, reason="the worker needs Linux futexes")
+def test_pairs_give_the_same_results_with_and_without_the_worker(monkeypatch):
+    monkeypatch.delenv(parallel.THREADS_VAR, raising=False)
+    if not parallel.enabled():
+        pytest.skip("the worker needs two CPUs")
+    x, d = sb.input("x", (None, 64)), sb.input("d", (None, 64))
+    w = sb.param("w", (64, 64), init="glorot_uniform", seed=0)
+    f = sb.compile([x.T @ d, sb.tanh(d @ w.T)], inputs=[x, d])
+    (pair,) = pairs(f.program)
+    assert len(leaf_kernels(f.program.kernels)) == 2
+    rng = np.random.default_rng(0)
+    X, D = rng.standard_normal((64, 64)).astype(np.float32), rng.standard_normal((64, 64)).astype(np.float32)
+    assert parallel.ensure_worker()
+    before, deadline, together = parallel.statistics()["worker_chunks"], time.monotonic() + 5, []
+    while parallel.statistics()["worker_chunks"] == before and time.monotonic() < deadline:
+        together = f(X, D)  # the first calls may find the worker asleep and run alone
+    assert parallel.statistics()["worker_chunks"] > before
+    parallel.shutdown()
+    alone = f(X, D)
+    parallel.ensure_worker()
+    for a, b in zip(together, alone):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(alone[0], X.T @ D, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(alone[1], np.tanh(D @ w.value.T), rtol=1e-5, atol=1e-5)
