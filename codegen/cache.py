@@ -117,6 +117,36 @@ def cache_key(ir_text: str, target: TargetSpec, options: str) -> str:
     return digest.hexdigest()
 
 
+def contains(key: str) -> bool:
+    """Whether the cache (when enabled) has a file under ``key``; its content is checked
+    only when it is loaded."""
+    return cache_enabled() and _path(key).is_file()
+
+
+def claim(key: str, group: int) -> bool:
+    """Take the right to compile ``key`` among the processes of ``group`` (any number they
+    agree on, such as a helper's process id); False if another took it first.
+
+    Two processes that compile the same modules side by side each claim a module before
+    compiling it, so that they split the work instead of doing it twice.
+    """
+    try:
+        path = _path(key).with_name(f"{key}.claim-{group}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    except OSError:
+        return True  # a cache that cannot be written: compile, as without claims
+    return True
+
+
+def release(key: str, group: int) -> None:
+    """Remove the claim of `claim` (the module is in the cache, or will not be)."""
+    with contextlib.suppress(OSError):
+        _path(key).with_name(f"{key}.claim-{group}").unlink()
+
+
 def _path(key: str) -> Path:
     if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
         raise ValueError(f"cache key must be 64 lowercase hex digits, got {key!r}")
@@ -207,7 +237,7 @@ def clear() -> int:
     if not directory.is_dir():
         return 0
     for entry in directory.iterdir():
-        if entry.suffix in (_SUFFIX, ".tmp") and entry.is_file():
+        if (entry.suffix in (_SUFFIX, ".tmp") or ".claim-" in entry.name) and entry.is_file():
             with contextlib.suppress(OSError):
                 entry.unlink()
                 removed += 1

@@ -57,7 +57,7 @@ class CompiledFunction(Inspectable):
 
         options = f"fast_math={fast_math};rewrite={rewrite}" + (";profile" if profile else "")
         self.program, ir_text = cached_build("function", self.outputs, self.inputs, param_order, options, build)
-        self.compiled = compile_ir(ir_text)
+        self.compiled = compile_ir(ir_text, before_load=lambda: library.load_variants(library_matmuls(self.program)))
         self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)
         self.params = [b for b in self.program.buffers if b.role == "param"]
         self.input_buffers = self.program.inputs
@@ -100,8 +100,7 @@ def cached_build(kind, targets, inputs, params, options, build):
     with debug.stage("program cache", timings):
         hit = program_cache.load(key, inputs, params)
     if hit is not None:
-        for variant in library_matmuls(hit[0]):  # emitting loads the variants it declares; a cached program did not
-            library.load_variant(*variant)
+        library.prefetch(library_matmuls(hit[0]))  # variants missing from the cache compile meanwhile
         return hit
     with debug.stage("rewrite, lower and emit", timings):
         program, module = build()

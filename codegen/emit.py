@@ -38,7 +38,7 @@ from .kernels import (
     View,
     leaf_kernels,
 )
-from .library import declare_matmul
+from .library import declare_matmul, prefetch
 from .matmul import matmul_config
 from .parallel import CHUNKS, EPILOGUE_FN, MIN_ELEMENTS, chunk_function, emit_parallel_for, parallel_matmul
 from .profile import ProfileEmitter
@@ -954,7 +954,10 @@ def kernel_buffers(kernel) -> list:
 def emit_program(program: Program, name: str = "run", flags=FAST, profile: bool = False) -> ir.Module:
     """The LLVM module of a program: one internal function per kernel and ``i32 name(i8**, i64)``.
 
-    With ``profile``, each kernel call is timed into counters that `codegen.profile` reads."""
+    With ``profile``, each kernel call is timed into counters that `codegen.profile` reads.
+    The library variants the program calls start compiling in a helper process meanwhile
+    (`codegen.library.prefetch`); they must be loaded before the program's code is."""
+    prefetch(library_matmuls(program))
     module = ir.Module(name=name)
     run = ir.Function(module, ir.FunctionType(I32, [I8P.as_pointer(), I64]), name=name)
     table, n = run.args

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import llvmlite.binding as llvm
@@ -264,6 +265,7 @@ def compile_ir(
     *,
     options: CompileOptions | None = None,
     use_cache: bool = True,
+    before_load: Callable[[], object] | None = None,
 ) -> CompiledModule:
     """Compile LLVM IR for the host CPU and load it, using the disk cache.
 
@@ -275,6 +277,10 @@ def compile_ir(
         Optimisation options; defaults to ``CompileOptions()``.
     use_cache : bool
         Read and write the disk cache (``SYMBACKPROP_CACHE=0`` turns it off regardless).
+    before_load : callable, optional
+        Called once the object code is ready (compiled or from the cache) and before it is
+        loaded: to load what it links to, such as the kernel library's variants, which can
+        then compile while this module does.
 
     Returns
     -------
@@ -298,7 +304,7 @@ def compile_ir(
     ir_text = _ir_text(module)
     options = _checked_options(options)
     key = cache.cache_key(ir_text, host_spec(), options.cache_token())
-    return _compile_or_load(key, lambda: ir_text, options, use_cache, known_ir=ir_text)
+    return _compile_or_load(key, lambda: ir_text, options, use_cache, known_ir=ir_text, before_load=before_load)
 
 
 def compile_keyed(
@@ -311,9 +317,14 @@ def compile_keyed(
     that is expensive to produce and determined by something cheaper, such as the source
     of the code that emits it.
     """
-    options = _checked_options(options)
-    key = cache.cache_key(f"keyed:{identity}", host_spec(), options.cache_token())
-    return _compile_or_load(key, lambda: _ir_text(build()), options, use_cache)
+    return _compile_or_load(
+        keyed_cache_key(identity, options), lambda: _ir_text(build()), _checked_options(options), use_cache
+    )
+
+
+def keyed_cache_key(identity: str, options: CompileOptions | None = None) -> str:
+    """The cache key under which `compile_keyed` files the code of ``identity``."""
+    return cache.cache_key(f"keyed:{identity}", host_spec(), _checked_options(options).cache_token())
 
 
 def _checked_options(options) -> CompileOptions:
@@ -323,7 +334,9 @@ def _checked_options(options) -> CompileOptions:
     return options
 
 
-def _compile_or_load(key: str, make_ir, options: CompileOptions, use_cache: bool, known_ir: str = "") -> CompiledModule:
+def _compile_or_load(
+    key: str, make_ir, options: CompileOptions, use_cache: bool, known_ir: str = "", before_load=None
+) -> CompiledModule:
     use_cache = bool(use_cache) and cache.cache_enabled()
     timings: dict[str, float] = {}
     ir_text = known_ir  # empty for a keyed module loaded from the cache: its IR was never built
@@ -344,6 +357,10 @@ def _compile_or_load(key: str, make_ir, options: CompileOptions, use_cache: bool
             symbols = read_symbols(object_code)
             if use_cache:
                 cache.store(key, object_code)
+    if before_load is not None:  # outside the lock: it may compile modules of its own
+        with debug.stage("before load", timings):
+            before_load()
+    with _LLVM_LOCK:
         with debug.stage("load", timings):
             engine = _new_engine()
             missing = tuple(

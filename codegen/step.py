@@ -13,8 +13,9 @@ from symbackprop.graph import Tensor, topological_order
 from symbackprop.random import step_number
 from symbackprop.rewrite import simplify
 
+from . import library
 from .compile import cached_build, check_inputs
-from .emit import emit_program
+from .emit import emit_program, library_matmuls
 from .epoch import emit_epoch
 from .expr import FAST
 from .jit import compile_ir
@@ -106,7 +107,7 @@ class CompiledStep(Inspectable):
         self.program, ir_text = cached_build(
             "step", [loss], self.inputs + extra_inputs, self.params + self.frozen, options, build
         )
-        self.compiled = compile_ir(ir_text)
+        self.compiled = compile_ir(ir_text, before_load=lambda: library.load_variants(library_matmuls(self.program)))
         self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)
         #: Kernel timings (`codegen.profile.KernelProfile`) when compiled with ``profile=True``;
         #: the minibatches of an epoch count like single steps.
