@@ -24,8 +24,10 @@ from .kernels import (
     Program,
     Reduce,
     View,
+    buffers_overlap,
     kernel_reads,
     kernel_results,
+    may_move_past,
 )
 
 
@@ -123,16 +125,11 @@ def _movable(kernels: list, group: list, temp: Buffer, start: int) -> bool:
     what they read or write, or reads what they write."""
     written = [r.buffer for k in group for r in kernel_results(k)]
     read = [b for k in group for b in kernel_reads(k) if b is not temp]
-    if len({id(b) for b in written}) < len(written) or _overlap(written, read):
+    if len({id(b) for b in written}) < len(written) or buffers_overlap(written, read):
         return False
     end = max(_position(kernels, k) for k in group)
-    for other in kernels[start + 1 : end]:
-        if any(other is k for k in group):
-            continue
-        other_writes = [r.buffer for r in kernel_results(other)]
-        if _overlap(other_writes, read + written) or _overlap(kernel_reads(other), written):
-            return False
-    return True
+    between = [other for other in kernels[start + 1 : end] if all(other is not k for k in group)]
+    return all(may_move_past(other, read, written) for other in between)
 
 
 def _fused(group: list) -> FusedMap:
@@ -183,14 +180,10 @@ def _epilogue(product: Matmul, later: list) -> Map | None:
         return None
     if any(v.buffer is result and v != product.out for v in epilogue.inputs):
         return None  # it reads the product's result at other elements than its own
-    if _overlap([epilogue.out.buffer], [product.a.buffer, product.b.buffer]):
+    if buffers_overlap([epilogue.out.buffer], [product.a.buffer, product.b.buffer]):
         return None  # one thread's block of the map would overwrite what another thread multiplies
-    reads = [v.buffer for v in epilogue.inputs]
-    for between in later[:index]:
-        written = [r.buffer for r in kernel_results(between)]
-        if _overlap(written, reads + [epilogue.out.buffer]) or _overlap(kernel_reads(between), [epilogue.out.buffer]):
-            return None
-    return epilogue
+    reads, writes = [v.buffer for v in epilogue.inputs], [epilogue.out.buffer]
+    return epilogue if all(may_move_past(between, reads, writes) for between in later[:index]) else None
 
 
 def _same_shape(a, b) -> bool:
@@ -199,11 +192,6 @@ def _same_shape(a, b) -> bool:
 
 def _touched(kernel) -> list[Buffer]:
     return kernel_reads(kernel) + [r.buffer for r in kernel_results(kernel)]
-
-
-def _overlap(a: list[Buffer], b: list[Buffer]) -> bool:
-    ids = {id(x) for x in a}
-    return any(id(y) in ids for y in b)
 
 
 def _position(kernels: list, kernel) -> int:

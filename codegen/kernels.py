@@ -401,6 +401,19 @@ def kernel_reads(kernel) -> list[Buffer]:
     return [v.buffer for v in _read_views(kernel)]
 
 
+def buffers_overlap(a: list[Buffer], b: list[Buffer]) -> bool:
+    """Whether any buffer is in both lists (buffers compare by identity)."""
+    ids = {id(x) for x in a}
+    return any(id(y) in ids for y in b)
+
+
+def may_move_past(between, reads: list[Buffer], writes: list[Buffer]) -> bool:
+    """Whether a kernel reading ``reads`` and writing ``writes`` may run before ``between``
+    instead of after it: ``between`` writes none of them and reads none of ``writes``."""
+    written = [r.buffer for r in kernel_results(between)]
+    return not (buffers_overlap(written, reads + writes) or buffers_overlap(kernel_reads(between), writes))
+
+
 @dataclass
 class Program:
     """Kernels in order over a table of buffers; the result of lowering a graph."""

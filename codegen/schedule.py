@@ -14,7 +14,17 @@ from __future__ import annotations
 
 import sympy
 
-from .kernels import Buffer, Concurrent, Matmul, MatmulMap, Program, kernel_reads, kernel_results
+from .kernels import (
+    Buffer,
+    Concurrent,
+    Matmul,
+    MatmulMap,
+    Program,
+    buffers_overlap,
+    kernel_reads,
+    kernel_results,
+    may_move_past,
+)
 
 # Products are paired when, at this batch size, each has PAIR_MIN_FLOPS to PAIR_MAX_FLOPS
 # and the smaller at least four fifths of the larger's; the generated code checks the same
@@ -87,21 +97,15 @@ def _partner(first, later: list):
             continue
         writes = [r.buffer for r in kernel_results(candidate)]
         reads = kernel_reads(candidate)
-        if _overlap(reads + writes, first_writes) or _overlap(writes, first_reads):
+        if buffers_overlap(reads + writes, first_writes) or buffers_overlap(writes, first_reads):
             continue
-        if all(_may_pass(between, reads, writes) for between in later[:index]):
+        if all(may_move_past(between, reads, writes) for between in later[:index]):
             return candidate
     return None
 
 
 def _balanced(first, second) -> bool:
     return worth_pairing(flops(first, REPRESENTATIVE_BATCH), flops(second, REPRESENTATIVE_BATCH))
-
-
-def _may_pass(between, reads: list[Buffer], writes: list[Buffer]) -> bool:
-    """Whether a kernel may move up past ``between``."""
-    written = [r.buffer for r in kernel_results(between)]
-    return not (_overlap(written, reads + writes) or _overlap(kernel_reads(between), writes))
 
 
 def _own_workspace(program: Program, kernel) -> None:
@@ -114,11 +118,6 @@ def _own_workspace(program: Program, kernel) -> None:
         buffer = Buffer(len(program.buffers), product.work.dtype, sympy.Integer(1), "workspace", name)
         program.buffers.append(buffer)
     product.work = buffer
-
-
-def _overlap(a: list[Buffer], b: list[Buffer]) -> bool:
-    ids = {id(x) for x in a}
-    return any(id(y) in ids for y in b)
 
 
 __all__ = ["PAIR_MAX_FLOPS", "PAIR_MIN_FLOPS", "flops", "pair_products", "worth_pairing"]
