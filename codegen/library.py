@@ -241,9 +241,11 @@ def _main(arguments: list[str]) -> None:
         trans_a, trans_b = (letter == "t" for letter in transpositions)
         identity = _identity(matmul_symbol(dtype, trans_a, trans_b), source_token)
         key = keyed_cache_key(identity, LIBRARY_OPTIONS)
-        if cache.claim(key, os.getpid()):  # else the process that started this one compiles it
+        if not cache.claim(key, os.getpid()):
+            continue  # the process that started this one compiles it
+        if not cache.contains(key):  # it may have compiled it and released its claim already
             compile_keyed(identity, lambda v=(dtype, trans_a, trans_b): _variant_module(*v), options=LIBRARY_OPTIONS)
-            cache.release(key, os.getpid())
+        cache.release(key, os.getpid())
 
 
 if __name__ == "__main__":
