@@ -91,7 +91,11 @@ LR = 0.01
 CHECK_STEPS = 5
 TOLERANCE = 1e-4
 SAMPLE_SECONDS = 0.02  # one sample of a per-call workload
-PAUSE_SECONDS = 0.005  # between samples: lets the last worker's spinning threads go to sleep
+# Between samples: lets the last worker's idle threads go to sleep. OpenBLAS's spin for about
+# 2**28 cycles (0.1 s) after each call, and with 5 ms here they took the second core from
+# whichever peer came next: ours with its worker 1.16 against 0.94 ms per mnist step, NumPy
+# 1.73 against 1.29 ms (alternate runs, `--only mnist --peers ours,numpy`).
+PAUSE_SECONDS = 0.12
 WARM_RUN_BELOW = 0.1  # samples shorter than this (seconds) are preceded by an untimed run
 COMPILE_REPEATS = (3, 1)  # fresh-process compiles for the compile row's median: full, --quick
 
