@@ -73,6 +73,7 @@ import contextlib  # noqa: E402
 import gc  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -97,6 +98,10 @@ SAMPLE_SECONDS = 0.02  # one sample of a per-call workload
 # 1.73 against 1.29 ms (alternate runs, `--only mnist --peers ours,numpy`).
 PAUSE_SECONDS = 0.12
 WARM_RUN_BELOW = 0.1  # samples shorter than this (seconds) are preceded by an untimed run
+# A sample repeats its run (an epoch, or a batch of calls) until it lasts this long: the first
+# milliseconds after a pause run slowly, and an epoch of tiny took about 1 ms (ours 2.4-3.2 µs
+# per step in one-epoch samples against 1.7 µs back to back).
+MIN_SAMPLE_SECONDS = 0.02
 COMPILE_REPEATS = (3, 1)  # fresh-process compiles for the compile row's median: full, --quick
 
 
@@ -696,9 +701,11 @@ def sample(variants: dict[str, Variant]) -> dict[str, float]:
             if variant.run:
                 if variant.seconds < WARM_RUN_BELOW:
                     variant.run()
+                runs = max(1, math.ceil(MIN_SAMPLE_SECONDS / variant.seconds)) if variant.seconds else 1
                 start = time.perf_counter()
-                variant.run()
-                variant.seconds = time.perf_counter() - start
+                for _ in range(runs):
+                    variant.run()
+                variant.seconds = (time.perf_counter() - start) / runs
                 seconds[name] = variant.seconds / variant.count
     finally:
         gc.enable()

@@ -40,7 +40,16 @@ from .kernels import (
 )
 from .library import declare_matmul, prefetch
 from .matmul import matmul_config
-from .parallel import CHUNKS, EPILOGUE_FN, MIN_ELEMENTS, chunk_function, emit_parallel_for, parallel_matmul
+from .parallel import (
+    CHUNKS,
+    EPILOGUE_FN,
+    MIN_ELEMENTS,
+    MIN_FLOPS,
+    at_least_flops,
+    chunk_function,
+    emit_parallel_for,
+    parallel_matmul,
+)
 from .profile import ProfileEmitter
 from .schedule import PAIR_MAX_FLOPS, PAIR_MIN_FLOPS
 
@@ -233,7 +242,33 @@ def _matmul(kb: KernelBuilder, kernel: Matmul) -> None:
         loop(kb, kernel)
         return
     callee = declare_matmul(kb.function.module, kernel.out.dtype, kernel.trans_a, kernel.trans_b)
-    kb.builder.call(callee, _library_arguments(kb, kernel))
+    if not _narrow_when_small(kernel):
+        kb.builder.call(callee, _library_arguments(kb, kernel))
+        return
+    with kb.builder.if_else(_splits(kb, kernel)) as (library, alone):
+        with library:
+            kb.builder.call(callee, _library_arguments(kb, kernel))
+        with alone:
+            _narrow_rows(kb, kernel)
+
+
+def _narrow_when_small(kernel: Matmul) -> bool:
+    """``out = a·b`` with at most `SMALL_COLUMNS` constant columns (a whole number of vectors,
+    unit steps as for `_narrow_plain`): computed by `_narrow_rows` when too small to split
+    between the threads (tiny's 32 x 16 x 16: 0.22-0.28 µs in the library's tiles), by the
+    library otherwise."""
+    cols = kernel.out.shape[1]
+    if kernel.trans_a or kernel.trans_b or not isinstance(cols, (int, sympy.Integer)) or int(cols) > SMALL_COLUMNS:
+        return False
+    unit = kernel.a.strides[1] == 1 and kernel.b.strides[1] == 1 and kernel.out.strides[1] == 1
+    return unit and int(cols) % matmul_config(kernel.out.dtype).lanes == 0
+
+
+def _splits(kb: KernelBuilder, kernel: Matmul) -> ir.Value:
+    """Whether the library would split the product between the threads (`split_eligible`)."""
+    m, n = (kb.index(d) for d in kernel.out.shape)
+    k = kb.index(kernel.a.shape[0] if kernel.trans_a else kernel.a.shape[1])
+    return at_least_flops(kb.builder, m, n, k, MIN_FLOPS)
 
 
 def _library_arguments(kb: KernelBuilder, kernel: Matmul) -> list[ir.Value]:
@@ -266,6 +301,22 @@ def _matmul_map(kb: KernelBuilder, kernel: MatmulMap) -> None:
         _matmul(kb, product)
         _block_map(kb, epilogue, zero, rows, zero, cols)
         return
+    if _narrow_when_small(product):
+        with b.if_else(_splits(kb, product)) as (library, alone):
+            with library:
+                _matmul_map_through_library(kb, kernel)
+            with alone:
+                _narrow_rows(kb, product)
+                _block_map(kb, epilogue, zero, rows, zero, cols)
+        return
+    _matmul_map_through_library(kb, kernel)
+
+
+def _matmul_map_through_library(kb: KernelBuilder, kernel: MatmulMap) -> None:
+    """The library's one-thread kernel in a split wrapper of the program's own, the map in
+    its chunks (see `_matmul_map`)."""
+    product, epilogue = kernel.product, kernel.epilogue
+    b = kb.builder
     module = kb.function.module
     block = KernelBuilder(
         module,
@@ -442,6 +493,9 @@ FEW_TERMS = 4
 # ``Aᵀ·B`` with at most this many output columns and a whole number of vectors of rows is a
 # loop of the program's own, vectorised along the rows (one accumulator per column).
 NARROW_COLUMNS = 12
+# ``A·B`` with at most this many columns, a whole number of vectors, is one too when it is
+# too small to be split between the threads (`_narrow_when_small`).
+SMALL_COLUMNS = 16
 
 
 def _in_program(kernel: Matmul):

@@ -60,6 +60,7 @@ __all__ = [
     "MIN_FLOPS",
     "MIN_ELEMENTS",
     "THREADS_VAR",
+    "at_least_flops",
     "chunk_function",
     "emit_parallel_for",
     "enabled",
@@ -966,7 +967,7 @@ def _emit_dispatch(module, name: str, kernel, chunk, context, cfg: MatmulConfig,
     tile = b.select(by_rows, ir.Constant(_I64, cfg.mr), ir.Constant(_I64, cfg.nr))
     extent = b.select(by_rows, m, n)
     tiles = _ceil_div(b, extent, tile)
-    split = b.and_(b.icmp_unsigned("!=", hook, ir.Constant(_PTR, None)), _at_least_flops(b, m, n, k, MIN_FLOPS))
+    split = b.and_(b.icmp_unsigned("!=", hook, ir.Constant(_PTR, None)), at_least_flops(b, m, n, k, MIN_FLOPS))
     split = b.and_(split, b.icmp_signed(">=", tiles, ir.Constant(_I64, 2)))
     direct, parallel = fn.append_basic_block("direct"), fn.append_basic_block("parallel")
     b.cbranch(split, parallel, direct)
@@ -986,7 +987,7 @@ def _emit_dispatch(module, name: str, kernel, chunk, context, cfg: MatmulConfig,
     for index, value in enumerate([*product_args, by_rows, width, stride, epilogue_ctx]):
         b.store(value, b.gep(ctx, [ir.Constant(_I32, 0), ir.Constant(_I32, index)]))
     target = b.bitcast(hook, _HOOK_FN.as_pointer())
-    long_job = _at_least_flops(b, m, n, k, LONG_FLOPS)
+    long_job = at_least_flops(b, m, n, k, LONG_FLOPS)
     b.call(target, [b.bitcast(chunk, _PTR), b.bitcast(ctx, _PTR), count, long_job])
     b.ret_void()
     return fn
@@ -996,7 +997,7 @@ def _ceil_div(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.sdiv(b.add(x, b.sub(y, ir.Constant(_I64, 1))), y)
 
 
-def _at_least_flops(b: ir.IRBuilder, m, n, k, flops: int) -> ir.Value:
+def at_least_flops(b: ir.IRBuilder, m, n, k, flops: int) -> ir.Value:
     """m, n, k all positive and ``2 m n k >= flops``, as ``m n >= ceil(flops / 2k)`` (no overflow).
 
     With ``flops`` = `MIN_FLOPS`, this is `split_eligible`.

@@ -97,7 +97,13 @@ class CompiledStep(Inspectable):
             step_slot = slots.get(self.step_input) if self.step_input is not None else None
             input_slots = [slots[n] for n in self.inputs]
             emit_epoch(
-                module, module.get_global("run"), input_slots, step_slot, program.outputs[0].buffer.slot, loss.dtype
+                module,
+                module.get_global("run"),
+                input_slots,
+                step_slot,
+                program.outputs[0].buffer.slot,
+                loss.dtype,
+                row_bytes=[_example_bytes(node) for node in self.inputs],
             )
             return program, module
 
@@ -236,3 +242,11 @@ def _check_params(params) -> list[Tensor]:
             if np.shares_memory(p.value, q.value):
                 raise GraphError(f"params {q.label!r} and {p.label!r} share memory; give each its own array")
     return params
+
+
+def _example_bytes(node: Tensor) -> int | None:
+    """Bytes of one example of a batched input whose other dimensions are fixed, else None."""
+    rest = node.shape[1:]
+    if not all(isinstance(d, int) for d in rest):
+        return None
+    return int(np.prod(rest, dtype=np.int64)) * np.dtype(node.dtype).itemsize

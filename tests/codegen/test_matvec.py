@@ -122,3 +122,23 @@ def test_output_layers_with_few_columns(cols, batch, dtype):
     np.testing.assert_allclose(f(H), H[:, 1:] @ W, **TOLERANCE[dtype])
     in_program = cols <= NARROW_COLUMNS and cols % matmul_config(dtype).lanes != 0
     assert not library_matmuls(f.program) if in_program else library_matmuls(f.program)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("cols", [8, 16])
+@pytest.mark.parametrize("batch", [1, 3, 5, 17, 129, 2048])
+@pytest.mark.parametrize("with_map", [False, True])
+def test_small_layers_of_whole_vectors_run_in_the_program_unless_split(cols, batch, dtype, with_map):
+    # Below the split threshold the program's own rows compute them; above it (2048 rows of
+    # 16 x 16) the library does, on both threads. Both paths, with and without an epilogue.
+    lanes = matmul_config(dtype).lanes
+    rng = np.random.default_rng(batch + cols)
+    X = rng.standard_normal((batch, 16)).astype(dtype)
+    x = sb.input("x", (None, 16), dtype)
+    w = sb.param("w", (16, cols), init=rng.standard_normal((16, cols)).astype(dtype), dtype=dtype)
+    out = sb.tanh(x @ w) if with_map else x @ w
+    f = sb.compile(out, inputs=[x])
+    if cols % lanes == 0:
+        assert (dtype, False, False) in library_matmuls(f.program)  # kept for large batches
+    want = np.tanh(X @ w.value) if with_map else X @ w.value
+    np.testing.assert_allclose(f(X), want, **TOLERANCE[dtype])
