@@ -14,9 +14,10 @@ it (the header says whether its generated code has a worker thread).
 Each framework runs in its own worker process (two thread pools in one process on a small
 machine slow each other down by orders of magnitude); the main process asks the workers
 for one timing sample at a time, in turn, so that background load affects them alike, and
-reports medians. A sample shorter than 0.1 s is preceded by an untimed run (a process that
-has slept runs its first milliseconds slowly). Every worker builds the same data and
-initial weights from fixed seeds.
+reports medians, pausing between two workers' samples while the last one's idle threads
+stop spinning. A sample shorter than 0.1 s is preceded by an untimed run (a process that
+has slept runs its first milliseconds slowly), and repeated until it lasts 20 ms. Every
+worker builds the same data and initial weights from fixed seeds.
 
 One training step is forward, backward and an SGD update (lr 0.01). A sample is an epoch
 of minibatches for a training workload (the time shown is per step), else a batch of calls
