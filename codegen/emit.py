@@ -386,16 +386,19 @@ def _concurrent(kb: KernelBuilder, kernel: Concurrent) -> None:
     cb.ret_void()
     ctx = _store_context(kb, kb.buffers)
     first_flops, second_flops = (_flops(kb, member) for member in (kernel.first, kernel.second))
+    emit_parallel_for(b, chunk, ctx, ir.Constant(I64, 2), emit_worth_pairing(b, first_flops, second_flops))
+
+
+def emit_worth_pairing(b: ir.IRBuilder, first_flops: ir.Value, second_flops: ir.Value) -> ir.Value:
+    """`codegen.schedule.worth_pairing` computed in IR, at the call's batch size (the tests
+    compare the two)."""
     small = b.select(b.icmp_signed("<", first_flops, second_flops), first_flops, second_flops)
     large = b.select(b.icmp_signed("<", first_flops, second_flops), second_flops, first_flops)
-    worth = b.and_(
-        b.and_(
-            b.icmp_signed(">=", small, ir.Constant(I64, PAIR_MIN_FLOPS)),
-            b.icmp_signed("<=", large, ir.Constant(I64, PAIR_MAX_FLOPS)),
-        ),
-        b.icmp_signed(">=", b.mul(small, ir.Constant(I64, 5)), b.mul(large, ir.Constant(I64, 4))),
+    sizes = b.and_(
+        b.icmp_signed(">=", small, ir.Constant(I64, PAIR_MIN_FLOPS)),
+        b.icmp_signed("<=", large, ir.Constant(I64, PAIR_MAX_FLOPS)),
     )
-    emit_parallel_for(b, chunk, ctx, ir.Constant(I64, 2), worth)
+    return b.and_(sizes, b.icmp_signed(">=", b.mul(small, ir.Constant(I64, 5)), b.mul(large, ir.Constant(I64, 4))))
 
 
 def _flops(kb: KernelBuilder, kernel) -> ir.Value:

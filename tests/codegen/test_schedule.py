@@ -110,3 +110,24 @@ def test_pairs_give_the_same_results_with_and_without_the_worker(monkeypatch):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(alone[0], X.T @ D, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(alone[1], np.tanh(D @ w.value.T), rtol=1e-5, atol=1e-5)
+
+
+def test_the_generated_check_agrees_with_worth_pairing():
+    import ctypes
+    import itertools
+
+    import llvmlite.ir as ir
+
+    from codegen.emit import emit_worth_pairing
+    from codegen.jit import compile_ir
+
+    i64 = ir.IntType(64)
+    module = ir.Module()
+    fn = ir.Function(module, ir.FunctionType(ir.IntType(8), [i64, i64]), "worth")
+    b = ir.IRBuilder(fn.append_basic_block())
+    b.ret(b.zext(emit_worth_pairing(b, *fn.args), ir.IntType(8)))
+    worth = compile_ir(module, use_cache=False).function("worth", ctypes.c_uint8, ctypes.c_int64, ctypes.c_int64)
+    sizes = [0, 1, PAIR_MIN_FLOPS - 1, PAIR_MIN_FLOPS, 250_000, 524_288, 655_360, 800_000, 1_000_000]
+    sizes += [PAIR_MAX_FLOPS - 1, PAIR_MAX_FLOPS, PAIR_MAX_FLOPS + 1, 10**9]
+    for first, second in itertools.product(sizes, repeat=2):
+        assert bool(worth(first, second)) == worth_pairing(first, second), (first, second)
