@@ -326,8 +326,9 @@ class Concurrent:
     order, when the worker is not free or the two are not worth it (see
     :func:`codegen.schedule.pair_products`). ``second`` packs into a workspace of its own.
 
-    Backpropagation through a stack of layers has such pairs: layer l's weight gradient
-    ``hᵀ·δ`` and the product ``δ·Wᵀ`` that carries ``δ`` to the layer below.
+    Backpropagation through a stack of layers has such pairs: the product ``δ·Wᵀ`` that
+    carries ``δ`` from layer l to the layer below, and layer l + 1's weight gradient ``hᵀ·δ``
+    with its update.
     """
 
     first: Matmul | MatmulMap

@@ -4,10 +4,11 @@ A product split between two threads pays for it: each thread pulls the operand i
 from the other core's cache, and the faster half waits for the slower. Two products that
 do not depend on each other need neither: the caller computes one, the worker the other,
 each from operands in its own cache where it can. Backpropagation through a stack of
-layers has such pairs all the way down: layer l's weight gradient ``h_{l-1}ᵀ·δ_l`` (with the
-optimizer's update of ``W_l`` as its epilogue) needs nothing that ``δ_{l-1} = (δ_l·W_{l-1}ᵀ) ⊙
-f'`` computes, nor the reverse. `pair_products` moves the first such partner of each product
-up next to it and joins the two in a :class:`~codegen.kernels.Concurrent`.
+layers has such pairs all the way down: layer l + 1's weight gradient ``h_lᵀ·δ_{l+1}`` (with
+the optimizer's update of ``W_{l+1}`` as its epilogue) and ``δ_{l-1} = (δ_l·W_lᵀ) ⊙ f'`` need
+nothing from each other. (Layer l's own weight gradient cannot join the latter: its update
+writes the ``W_l`` that ``δ_l·W_lᵀ`` reads.) `pair_products` moves the first such partner of
+each product up next to it and joins the two in a :class:`~codegen.kernels.Concurrent`.
 """
 
 from __future__ import annotations
