@@ -266,21 +266,23 @@ def _narrow_when_small(kernel: Matmul) -> bool:
 
 def _splits(kb: KernelBuilder, kernel: Matmul) -> ir.Value:
     """Whether the library would split the product between the threads (`split_eligible`)."""
-    m, n = (kb.index(d) for d in kernel.out.shape)
-    k = kb.index(kernel.a.shape[0] if kernel.trans_a else kernel.a.shape[1])
-    return at_least_flops(kb.builder, m, n, k, MIN_FLOPS)
+    return at_least_flops(kb.builder, *_dims(kb, kernel), MIN_FLOPS)
+
+
+def _dims(kb: KernelBuilder, kernel: Matmul) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """``M, N, K`` of a product at the call's batch size."""
+    inner = kernel.a.shape[0] if kernel.trans_a else kernel.a.shape[1]
+    return tuple(kb.index(d) for d in (*kernel.out.shape, inner))
 
 
 def _library_arguments(kb: KernelBuilder, kernel: Matmul) -> list[ir.Value]:
     """``M, N, K, A, lda, B, ldb, C, ldc, accumulate, work`` of a library matmul call."""
     b = kb.builder
-    rows, cols = kernel.out.shape
-    inner = kernel.a.shape[0] if kernel.trans_a else kernel.a.shape[1]
 
     def at(view):
         return b.gep(kb.pointers[view.buffer], [kb.index(view.offset)], inbounds=True)
 
-    arguments = [kb.index(rows), kb.index(cols), kb.index(inner)]
+    arguments = [*_dims(kb, kernel)]
     arguments += [at(kernel.a), kb.index(kernel.a.strides[0]), at(kernel.b), kb.index(kernel.b.strides[0])]
     return arguments + [at(kernel.out), kb.index(kernel.out.strides[0]), ir.Constant(I32, 0), kb.pointers[kernel.work]]
 
@@ -358,7 +360,7 @@ def _call_from_context(b: ir.IRBuilder, raw: ir.Value, buffers: list, callee: Ke
     context = _context_type(buffers)
     ctx = b.bitcast(raw, context.as_pointer())
     fields = [b.load(b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, i)])) for i in range(len(context.elements))]
-    pointers = {buf: b.bitcast(raw, element_type(buf.dtype).as_pointer()) for raw, buf in zip(fields, buffers)}
+    pointers = {buf: b.bitcast(field, element_type(buf.dtype).as_pointer()) for field, buf in zip(fields, buffers)}
     status = b.bitcast(fields[-1], I32.as_pointer())
     b.call(callee.function, [*(pointers[buf] for buf in callee.buffers), fields[-2], status, *extra])
 
@@ -403,10 +405,8 @@ def emit_worth_pairing(b: ir.IRBuilder, first_flops: ir.Value, second_flops: ir.
 
 def _flops(kb: KernelBuilder, kernel) -> ir.Value:
     """``2 M N K`` of a product (or a product with an epilogue), at the call's batch size."""
-    product = kernel.product if isinstance(kernel, MatmulMap) else kernel
-    inner = product.a.shape[0] if product.trans_a else product.a.shape[1]
+    m, n, k = _dims(kb, kernel.product if isinstance(kernel, MatmulMap) else kernel)
     b = kb.builder
-    m, n, k = (kb.index(d) for d in (*product.out.shape, inner))
     return b.mul(b.mul(b.mul(m, n), k), ir.Constant(I64, 2))
 
 
