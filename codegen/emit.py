@@ -34,6 +34,7 @@ from .kernels import (
     Program,
     RandomUniform,
     Reduce,
+    RowHalves,
     ScatterAdd,
     View,
     leaf_kernels,
@@ -49,6 +50,7 @@ from .parallel import (
     chunk_function,
     emit_parallel_for,
     parallel_matmul,
+    workspace_size_ir,
 )
 from .profile import ProfileEmitter
 from .schedule import PAIR_MAX_FLOPS, PAIR_MIN_FLOPS
@@ -389,6 +391,58 @@ def _concurrent(kb: KernelBuilder, kernel: Concurrent) -> None:
     ctx = _store_context(kb, kb.buffers)
     first_flops, second_flops = (_flops(kb, member) for member in (kernel.first, kernel.second))
     emit_parallel_for(b, chunk, ctx, ir.Constant(I64, 2), emit_worth_pairing(b, first_flops, second_flops))
+
+
+def _row_halves(kb: KernelBuilder, kernel: RowHalves) -> None:
+    """Layers that keep their values in their rows, as two chunks of one job: each chunk runs
+    every layer on half of the rows (the library's one-thread kernel on those rows, then the
+    layer's map on them), the caller the first half and the worker the second. Each thread
+    packs into its own part of the workspace, as for a split product; when any product is
+    too small to be split (`split_eligible`), the caller runs both halves, one after the
+    other, in the first part."""
+    b = kb.builder
+    module = kb.function.module
+    rows_kb = KernelBuilder(module, f"{kb.function.name}.rows", kb.buffers, kb.flags, extra=3)
+    first, count, thread = rows_kb.extra
+    rb = rows_kb.builder
+    for member in kernel.members:
+        product, epilogue = member.product, member.epilogue
+        if _in_program(product) is not None or _narrow_when_small(product):
+            raise AssertionError(f"a product of the program's own in rows: {product}")  # halve_rows excludes them
+        m, n, k = _dims(rows_kb, product)
+        arguments = _library_arguments(rows_kb, product)
+        lda, ldc, work = arguments[4], arguments[8], arguments[10]
+        stride = workspace_size_ir(rb, m, n, k, matmul_config(product.out.dtype))
+        arguments[0] = count
+        arguments[3] = rb.gep(arguments[3], [rb.mul(first, lda)], inbounds=True)
+        arguments[7] = rb.gep(arguments[7], [rb.mul(first, ldc)], inbounds=True)
+        arguments[10] = rb.gep(work, [rb.mul(thread, stride)], inbounds=True)
+        serial = declare_matmul(module, product.out.dtype, False, False, one_thread=True)
+        rb.call(serial, arguments)
+        _block_map(rows_kb, epilogue, first, count, ir.Constant(I64, 0), n)
+    rows_kb.finish()
+    # Chunk i runs rows i·half to min((i + 1)·half, M), on the thread given.
+    chunk = chunk_function(module, f"{kb.function.name}.chunk")
+    cb = ir.IRBuilder(chunk.append_basic_block("entry"))
+    raw, index, on_thread = chunk.args
+    total = emit_index(cb, sympy.sympify(kernel.members[0].product.out.shape[0]), _context_n(cb, raw, kb.buffers))
+    half = cb.sdiv(cb.add(total, ir.Constant(I64, 1)), ir.Constant(I64, 2))
+    start = cb.mul(index, half)
+    left = cb.sub(total, start)
+    size = cb.select(cb.icmp_signed("<", left, half), left, half)
+    _call_from_context(cb, raw, kb.buffers, rows_kb, [start, size, on_thread])
+    cb.ret_void()
+    every = [_splits(kb, member.product) for member in kernel.members]
+    split = every[0]
+    for eligible in every[1:]:
+        split = b.and_(split, eligible)
+    emit_parallel_for(b, chunk, _store_context(kb, kb.buffers), ir.Constant(I64, 2), split)
+
+
+def _context_n(b: ir.IRBuilder, raw: ir.Value, buffers: list) -> ir.Value:
+    """The batch size stored in a context of ``buffers`` (see `_store_context`)."""
+    context = _context_type(buffers)
+    return b.load(b.gep(b.bitcast(raw, context.as_pointer()), [ir.Constant(I32, 0), ir.Constant(I32, len(buffers))]))
 
 
 def emit_worth_pairing(b: ir.IRBuilder, first_flops: ir.Value, second_flops: ir.Value) -> ir.Value:
@@ -989,6 +1043,7 @@ emitters = {
     Matmul: _matmul,
     MatmulMap: _matmul_map,
     Concurrent: _concurrent,
+    RowHalves: _row_halves,
     Reduce: _reduce,
     MapReduce: _map_reduce,
     FusedMap: _fused_map,
@@ -1000,8 +1055,8 @@ emitters = {
 
 
 def kernel_buffers(kernel) -> list:
-    if isinstance(kernel, Concurrent):
-        return kernel_buffers(kernel.first) + kernel_buffers(kernel.second)
+    if isinstance(kernel, (Concurrent, RowHalves)):
+        return [b for member in leaf_kernels([kernel]) for b in kernel_buffers(member)]
     views = [v for v in vars(kernel).values() if isinstance(v, View)] + list(getattr(kernel, "inputs", []))
     views += getattr(kernel, "results", [])  # a fused kernel's outputs
     work = [kernel.work] if getattr(kernel, "work", None) is not None else []

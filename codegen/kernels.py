@@ -351,6 +351,34 @@ class Concurrent:
         return "\n    ".join(lines)
 
 
+@dataclass
+class RowHalves:
+    """Products with their maps, each computing the rows of its result from the same rows of
+    its first operand (layers over a batch): the caller runs every member on the first half
+    of the rows, the worker on the second, with no hand-off between the members. Built by
+    :func:`codegen.schedule.halve_rows` for runs of layers whose values stay in their rows.
+    """
+
+    members: list[MatmulMap]
+
+    @property
+    def out(self) -> View:
+        return self.members[-1].out
+
+    @property
+    def results(self) -> list[View]:
+        return [r for m in self.members for r in kernel_results(m)]
+
+    @property
+    def inputs(self) -> list[View]:
+        return [v for m in self.members for v in _read_views(m)]
+
+    def __str__(self) -> str:
+        lines = ["each half of the rows on a thread of its own:"]
+        lines += [line for m in self.members for line in str(m).splitlines()]
+        return "\n    ".join(lines)
+
+
 def _read_views(kernel) -> list[View]:
     """The views a kernel reads: its ``inputs`` and every other view but ``out``."""
     views = [v for name, v in vars(kernel).items() if isinstance(v, View) and name != "out"]
@@ -358,10 +386,13 @@ def _read_views(kernel) -> list[View]:
 
 
 def leaf_kernels(kernels: list) -> list:
-    """The kernels, with each :class:`Concurrent` replaced by its two members."""
+    """The kernels, with each :class:`Concurrent` and :class:`RowHalves` replaced by its members."""
     leaves = []
     for kernel in kernels:
-        leaves += [kernel.first, kernel.second] if isinstance(kernel, Concurrent) else [kernel]
+        if isinstance(kernel, Concurrent):
+            leaves += [kernel.first, kernel.second]
+        else:
+            leaves += kernel.members if isinstance(kernel, RowHalves) else [kernel]
     return leaves
 
 
@@ -379,6 +410,7 @@ KERNELS = (
     FusedMap,
     MatmulMap,
     Concurrent,
+    RowHalves,
 )
 
 

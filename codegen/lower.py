@@ -35,7 +35,7 @@ from .kernels import (
     kernel_reads,
     kernel_results,
 )
-from .schedule import pair_products
+from .schedule import halve_rows, pair_products
 
 
 def symbolic_shape(shape) -> tuple:
@@ -325,6 +325,7 @@ def lower(
     pair_products(program)
     program.verify()
     plan_memory(program)
+    halve_rows(program)  # after the plan: a buffer that layers share row by row may be one
     program.verify()
     return program
 

@@ -61,6 +61,7 @@ __all__ = [
     "MIN_ELEMENTS",
     "THREADS_VAR",
     "at_least_flops",
+    "workspace_size_ir",
     "chunk_function",
     "emit_parallel_for",
     "enabled",
@@ -982,7 +983,7 @@ def _emit_dispatch(module, name: str, kernel, chunk, context, cfg: MatmulConfig,
     count = _ceil_div(b, extent, width)
     chunk_m = b.select(by_rows, width, m)
     chunk_n = b.select(by_rows, n, width)
-    stride = _workspace_size(b, chunk_m, chunk_n, k, cfg)
+    stride = workspace_size_ir(b, chunk_m, chunk_n, k, cfg)
     ctx = b.alloca(context)
     for index, value in enumerate([*product_args, by_rows, width, stride, epilogue_ctx]):
         b.store(value, b.gep(ctx, [ir.Constant(_I32, 0), ir.Constant(_I32, index)]))
@@ -1009,7 +1010,7 @@ def at_least_flops(b: ir.IRBuilder, m, n, k, flops: int) -> ir.Value:
     return b.and_(positive, b.icmp_signed(">=", b.mul(m, n), needed))
 
 
-def _workspace_size(b: ir.IRBuilder, m, n, k, cfg: MatmulConfig) -> ir.Value:
+def workspace_size_ir(b: ir.IRBuilder, m, n, k, cfg: MatmulConfig) -> ir.Value:
     """`matmul_workspace_size` computed in IR (the tests compare the two on many shapes)."""
 
     def const(value: int) -> ir.Constant:

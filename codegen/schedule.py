@@ -20,7 +20,9 @@ from .kernels import (
     Concurrent,
     Matmul,
     MatmulMap,
+    N,
     Program,
+    RowHalves,
     buffers_overlap,
     kernel_reads,
     kernel_results,
@@ -121,4 +123,80 @@ def _own_workspace(program: Program, kernel) -> None:
     product.work = buffer
 
 
-__all__ = ["PAIR_MAX_FLOPS", "PAIR_MIN_FLOPS", "flops", "pair_products", "worth_pairing"]
+# A layer joins a run of `halve_rows` when its product has more columns and terms than
+# these: such products go to the matmul library (the program's own loops for narrower
+# ones, see `codegen.emit`, take no row range).
+HALVES_MIN_COLUMNS = 16
+HALVES_MIN_TERMS = 4
+
+
+def halve_rows(program: Program) -> None:
+    """Join each run of two or more consecutive layers that keep their values in their rows
+    into one :class:`~codegen.kernels.RowHalves`, in place.
+
+    A deep stack's forward pass is such a run: ``h_l = tanh(h_{l-1}·W_l + b_l)`` computes row
+    r of ``h_l`` from row r of ``h_{l-1}``, so each thread can take half of the batch through
+    every layer, sharing only the weights, where a product split by columns makes each
+    thread read the half of ``h_{l-1}`` that the other computed, at every layer. A layer
+    qualifies when its product is ``a·b`` with the batch along the rows of ``a`` and of the
+    result (more than `HALVES_MIN_COLUMNS` columns and `HALVES_MIN_TERMS` terms). The run
+    holds while every buffer a member writes is seen by all members through one same view
+    over the batch, and no member multiplies by a buffer that another writes.
+
+    >>> import symbackprop as sb
+    >>> from codegen.lower import lower
+    >>> x = sb.input("x", (None, 64))
+    >>> w1, w2 = (sb.param(f"w{i}", (64, 64), init="glorot_uniform", seed=i) for i in (1, 2))
+    >>> [type(k).__name__ for k in lower([sb.tanh(sb.tanh(x @ w1) @ w2)], [x]).kernels]
+    ['RowHalves']
+    """
+    kernels, position = program.kernels, 0
+    while position < len(kernels):
+        run = []
+        for kernel in kernels[position:]:
+            if not _row_layer(kernel) or not _rows_stay_apart([*run, kernel]):
+                break
+            run.append(kernel)
+        if len(run) >= 2:
+            kernels[position : position + len(run)] = [RowHalves(run)]
+        position += 1
+    program.kernels = kernels
+
+
+def _row_layer(kernel) -> bool:
+    if not isinstance(kernel, MatmulMap):
+        return False
+    product = kernel.product
+    if product.trans_a or product.trans_b or product.out.shape[0] != N or product.a.shape[0] != N:
+        return False
+    cols, terms = product.out.shape[1], product.a.shape[1]
+    if not all(isinstance(d, (int, sympy.Integer)) for d in (cols, terms)):
+        return False
+    return int(cols) > HALVES_MIN_COLUMNS and int(terms) > HALVES_MIN_TERMS
+
+
+def _rows_stay_apart(run: list) -> bool:
+    """Whether each thread may run every member of ``run`` on its own rows (see `halve_rows`)."""
+    written = {id(r.buffer) for member in run for r in kernel_results(member)}
+    views: dict[int, object] = {}
+    for member in run:
+        if id(member.product.b.buffer) in written:
+            return False
+        for view in [*kernel_results(member), *member.inputs]:
+            if id(view.buffer) not in written:
+                continue
+            if view.shape[0] != N or views.setdefault(id(view.buffer), view) != view:
+                return False
+    return True
+
+
+__all__ = [
+    "HALVES_MIN_COLUMNS",
+    "HALVES_MIN_TERMS",
+    "PAIR_MAX_FLOPS",
+    "PAIR_MIN_FLOPS",
+    "flops",
+    "halve_rows",
+    "pair_products",
+    "worth_pairing",
+]

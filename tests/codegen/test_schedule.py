@@ -131,3 +131,66 @@ def test_the_generated_check_agrees_with_worth_pairing():
     sizes += [PAIR_MAX_FLOPS - 1, PAIR_MAX_FLOPS, PAIR_MAX_FLOPS + 1, 10**9]
     for first, second in itertools.product(sizes, repeat=2):
         assert bool(worth(first, second)) == worth_pairing(first, second), (first, second)
+
+
+def row_halves(program):
+    from codegen.kernels import RowHalves
+
+    return [k for k in program.kernels if isinstance(k, RowHalves)]
+
+
+def test_a_forward_stack_runs_each_half_of_the_batch_on_a_thread():
+    x, y, params, loss = stack(64, 4)
+    step = sb.compile_step(loss, inputs=[x, y], params=params, optimizer=sb.optim.SGD(lr=0.1))
+    (halves,) = row_halves(step.program)
+    assert len(halves.members) == 4  # the 64-wide layers; the 10-wide output layer stays apart
+    assert "each half of the rows on a thread of its own:" in str(step.program)
+
+
+@pytest.mark.skipif(parallel._platform_support() is None, reason="the worker needs Linux futexes")
+@pytest.mark.parametrize("batch", [1, 7, 64, 131])
+def test_row_halves_give_the_same_results_with_and_without_the_worker(monkeypatch, batch):
+    monkeypatch.delenv(parallel.THREADS_VAR, raising=False)
+    if not parallel.enabled():
+        pytest.skip("the worker needs two CPUs")
+    x = sb.input("x", (None, 64), "float64")
+    h = x
+    for i in range(3):
+        w = sb.param(f"w{i}", (64, 64), init="glorot_uniform", seed=i, dtype="float64")
+        b = sb.param(f"b{i}", (64,), init="glorot_uniform", seed=10 + i, dtype="float64")
+        h = sb.tanh(h @ w + b)
+    f = sb.compile(h, inputs=[x])
+    assert row_halves(f.program)
+    X = np.random.default_rng(batch).standard_normal((batch, 64))
+    assert parallel.ensure_worker()
+    together = [f(X) for _ in range(50)][-1]
+    parallel.shutdown()
+    alone = f(X)
+    parallel.ensure_worker()
+    np.testing.assert_array_equal(together, alone)
+    np.testing.assert_allclose(alone, sb.evaluate(h, {x: X}), rtol=1e-12, atol=1e-12)
+
+
+def test_layers_that_read_across_rows_are_not_halved():
+    import dataclasses
+
+    from codegen.kernels import View
+    from codegen.schedule import _rows_stay_apart
+
+    x = sb.input("x", (None, 64))
+    w1, w2 = (sb.param(f"w{i}", (64, 64), init="glorot_uniform", seed=i) for i in (1, 2))
+    h1 = sb.tanh(x @ w1)
+    narrow = sb.param("narrow", (64, 8), init="glorot_uniform", seed=3)
+    assert not row_halves(lower([sb.tanh(h1 @ narrow)], [x]))  # one wide layer, then a narrow one
+    # A sum over the rows of a layer's output runs after the halves have joined.
+    program = lower([sb.tanh(h1 @ w2) * h1.sum(axis=0)], [x])
+    (halves,) = row_halves(program)
+    assert type(program.kernels[1]).__name__ == "Reduce"
+    # A member that read a row written in the run through any other view (here: row 0 of
+    # the first layer's output, broadcast) would read what the other thread writes.
+    first, second = halves.members
+    written = first.epilogue.out
+    row_zero = View(written.buffer, written.shape, (0, 1), 0)
+    epilogue = dataclasses.replace(second.epilogue, inputs=[*second.epilogue.inputs, row_zero])
+    assert _rows_stay_apart([first, second])
+    assert not _rows_stay_apart([first, dataclasses.replace(second, epilogue=epilogue)])
