@@ -174,7 +174,7 @@ def test_workspace_size_in_ir_equals_matmul_workspace_size():
         module = ir.Module()
         fn = ir.Function(module, ir.FunctionType(i64, [i64] * 3), "size")
         builder = ir.IRBuilder(fn.append_basic_block("entry"))
-        builder.ret(parallel._workspace_size(builder, *fn.args, cfg))
+        builder.ret(parallel.workspace_size_ir(builder, *fn.args, cfg))
         size = compile_ir(module).function("size", ctypes.c_int64, *[ctypes.c_int64] * 3)
         values = sorted(
             {0, 1, 5, 6, 7, 15, 16, 17, cfg.kc - 1, cfg.kc, cfg.kc + 1, cfg.mc, cfg.mc + 1, cfg.nc + 1, 5000}
