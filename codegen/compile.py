@@ -57,7 +57,7 @@ class CompiledFunction(Inspectable):
 
         options = f"fast_math={fast_math};rewrite={rewrite}" + (";profile" if profile else "")
         self.program, ir_text = cached_build("function", self.outputs, self.inputs, param_order, options, build)
-        self.compiled = compile_ir(ir_text, before_load=lambda: library.load_variants(library_matmuls(self.program)))
+        self.compiled = compile_program(self.program, ir_text)
         self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)
         self.params = [b for b in self.program.buffers if b.role == "param"]
         self.input_buffers = self.program.inputs
@@ -88,6 +88,12 @@ class CompiledFunction(Inspectable):
     def rewritten(self):
         """The rewrites applied before lowering, with their log (see :func:`symbackprop.simplify`)."""
         return simplify(self.outputs) if self.rewrite else None
+
+
+def compile_program(program, ir_text: str):
+    """The program's native code (`compile_ir`), loaded once the library variants it calls
+    are: they compile meanwhile in a helper process where they must (`library.prefetch`)."""
+    return compile_ir(ir_text, before_load=lambda: library.load_variants(library_matmuls(program)))
 
 
 def cached_build(kind, targets, inputs, params, options, build):

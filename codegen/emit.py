@@ -38,6 +38,7 @@ from .kernels import (
     ScatterAdd,
     View,
     leaf_kernels,
+    product_of,
 )
 from .library import declare_matmul, prefetch
 from .matmul import matmul_config
@@ -244,14 +245,22 @@ def _matmul(kb: KernelBuilder, kernel: Matmul) -> None:
         loop(kb, kernel)
         return
     callee = declare_matmul(kb.function.module, kernel.out.dtype, kernel.trans_a, kernel.trans_b)
+    _library_unless_small(
+        kb, kernel, lambda: kb.builder.call(callee, _library_arguments(kb, kernel)), lambda: _narrow_rows(kb, kernel)
+    )
+
+
+def _library_unless_small(kb: KernelBuilder, kernel: Matmul, library, alone) -> None:
+    """``library()``, or for a `_narrow_when_small` product too small to be split, a branch
+    at run time between ``library()`` and ``alone()`` (the program's own rows)."""
     if not _narrow_when_small(kernel):
-        kb.builder.call(callee, _library_arguments(kb, kernel))
+        library()
         return
-    with kb.builder.if_else(_splits(kb, kernel)) as (library, alone):
-        with library:
-            kb.builder.call(callee, _library_arguments(kb, kernel))
-        with alone:
-            _narrow_rows(kb, kernel)
+    with kb.builder.if_else(_splits(kb, kernel)) as (split, small):
+        with split:
+            library()
+        with small:
+            alone()
 
 
 def _narrow_when_small(kernel: Matmul) -> bool:
@@ -277,16 +286,27 @@ def _dims(kb: KernelBuilder, kernel: Matmul) -> tuple[ir.Value, ir.Value, ir.Val
     return tuple(kb.index(d) for d in (*kernel.out.shape, inner))
 
 
-def _library_arguments(kb: KernelBuilder, kernel: Matmul) -> list[ir.Value]:
-    """``M, N, K, A, lda, B, ldb, C, ldc, accumulate, work`` of a library matmul call."""
+def _library_arguments(kb: KernelBuilder, kernel: Matmul, rows=None, thread=None) -> list[ir.Value]:
+    """``M, N, K, A, lda, B, ldb, C, ldc, accumulate, work`` of a library matmul call; with
+    ``rows = (first, count)`` for those rows of ``op(A)`` and of C only (``op(A) = A``), and
+    with ``thread``, in that thread's part of the workspace (see `_row_halves`)."""
     b = kb.builder
+    m, n, k = _dims(kb, kernel)
+    lda, ldb, ldc = (kb.index(v.strides[0]) for v in (kernel.a, kernel.b, kernel.out))
 
-    def at(view):
-        return b.gep(kb.pointers[view.buffer], [kb.index(view.offset)], inbounds=True)
+    def at(view, first_row=None, step=None):
+        start = kb.index(view.offset)
+        if first_row is not None:
+            start = b.add(start, b.mul(first_row, step))
+        return b.gep(kb.pointers[view.buffer], [start], inbounds=True)
 
-    arguments = [*_dims(kb, kernel)]
-    arguments += [at(kernel.a), kb.index(kernel.a.strides[0]), at(kernel.b), kb.index(kernel.b.strides[0])]
-    return arguments + [at(kernel.out), kb.index(kernel.out.strides[0]), ir.Constant(I32, 0), kb.pointers[kernel.work]]
+    first, count = rows if rows is not None else (None, m)
+    work = kb.pointers[kernel.work]
+    if thread is not None:
+        stride = workspace_size_ir(b, m, n, k, matmul_config(kernel.out.dtype))
+        work = b.gep(work, [b.mul(thread, stride)], inbounds=True)
+    a, c = at(kernel.a, first, lda), at(kernel.out, first, ldc)
+    return [count, n, k, a, lda, at(kernel.b), ldb, c, ldc, ir.Constant(I32, 0), work]
 
 
 def _matmul_map(kb: KernelBuilder, kernel: MatmulMap) -> None:
@@ -298,22 +318,18 @@ def _matmul_map(kb: KernelBuilder, kernel: MatmulMap) -> None:
     not split; the map follows it over the whole result.
     """
     product, epilogue = kernel.product, kernel.epilogue
-    b = kb.builder
     rows, cols = (kb.index(d) for d in product.out.shape)
     zero = ir.Constant(I64, 0)
-    if _in_program(product) is not None:
-        _matmul(kb, product)
+
+    def then_map(emit_product):  # the program's own loops, one thread: the map follows them
+        emit_product(kb, product)
         _block_map(kb, epilogue, zero, rows, zero, cols)
+
+    loop = _in_program(product)
+    if loop is not None:
+        then_map(loop)
         return
-    if _narrow_when_small(product):
-        with b.if_else(_splits(kb, product)) as (library, alone):
-            with library:
-                _matmul_map_through_library(kb, kernel)
-            with alone:
-                _narrow_rows(kb, product)
-                _block_map(kb, epilogue, zero, rows, zero, cols)
-        return
-    _matmul_map_through_library(kb, kernel)
+    _library_unless_small(kb, product, lambda: _matmul_map_through_library(kb, kernel), lambda: then_map(_narrow_rows))
 
 
 def _matmul_map_through_library(kb: KernelBuilder, kernel: MatmulMap) -> None:
@@ -409,17 +425,9 @@ def _row_halves(kb: KernelBuilder, kernel: RowHalves) -> None:
         product, epilogue = member.product, member.epilogue
         if _in_program(product) is not None or _narrow_when_small(product):
             raise AssertionError(f"a product of the program's own in rows: {product}")  # halve_rows excludes them
-        m, n, k = _dims(rows_kb, product)
-        arguments = _library_arguments(rows_kb, product)
-        lda, ldc, work = arguments[4], arguments[8], arguments[10]
-        stride = workspace_size_ir(rb, m, n, k, matmul_config(product.out.dtype))
-        arguments[0] = count
-        arguments[3] = rb.gep(arguments[3], [rb.mul(first, lda)], inbounds=True)
-        arguments[7] = rb.gep(arguments[7], [rb.mul(first, ldc)], inbounds=True)
-        arguments[10] = rb.gep(work, [rb.mul(thread, stride)], inbounds=True)
         serial = declare_matmul(module, product.out.dtype, False, False, one_thread=True)
-        rb.call(serial, arguments)
-        _block_map(rows_kb, epilogue, first, count, ir.Constant(I64, 0), n)
+        rb.call(serial, _library_arguments(rows_kb, product, rows=(first, count), thread=thread))
+        _block_map(rows_kb, epilogue, first, count, ir.Constant(I64, 0), rows_kb.index(product.out.shape[1]))
     rows_kb.finish()
     # Chunk i runs rows i·half to min((i + 1)·half, M), on the thread given.
     chunk = chunk_function(module, f"{kb.function.name}.chunk")
@@ -459,7 +467,7 @@ def emit_worth_pairing(b: ir.IRBuilder, first_flops: ir.Value, second_flops: ir.
 
 def _flops(kb: KernelBuilder, kernel) -> ir.Value:
     """``2 M N K`` of a product (or a product with an epilogue), at the call's batch size."""
-    m, n, k = _dims(kb, kernel.product if isinstance(kernel, MatmulMap) else kernel)
+    m, n, k = _dims(kb, product_of(kernel))
     b = kb.builder
     return b.mul(b.mul(b.mul(m, n), k), ir.Constant(I64, 2))
 
@@ -584,7 +592,7 @@ def _narrow_transposed(kernel: Matmul) -> bool:
 
 def library_matmuls(program: Program) -> set[tuple[str, bool, bool]]:
     """``(dtype, trans_a, trans_b)`` of each library variant the program's code calls."""
-    products = [k.product if isinstance(k, MatmulMap) else k for k in leaf_kernels(program.kernels)]
+    products = [product_of(k) for k in leaf_kernels(program.kernels)]
     return {(k.out.dtype, k.trans_a, k.trans_b) for k in products if isinstance(k, Matmul) and _in_program(k) is None}
 
 

@@ -379,6 +379,11 @@ class RowHalves:
         return "\n    ".join(lines)
 
 
+def product_of(kernel) -> Matmul:
+    """The product of a :class:`Matmul` (itself) or of a :class:`MatmulMap`."""
+    return kernel.product if isinstance(kernel, MatmulMap) else kernel
+
+
 def _read_views(kernel) -> list[View]:
     """The views a kernel reads: its ``inputs`` and every other view but ``out``."""
     views = [v for name, v in vars(kernel).items() if isinstance(v, View) and name != "out"]

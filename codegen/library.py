@@ -134,13 +134,17 @@ def prefetch(variants: Iterable[tuple[str, bool, bool]]) -> bool:
     if not helper_enabled():
         return False
     with _lock:
+        unready = [
+            v for v in sorted(set(variants)) if matmul_symbol(*v) not in _loaded and matmul_symbol(*v) not in _helpers
+        ]
+        if not unready:
+            return False  # the usual case once a process has compiled a program: no source hash
         token = _source_token()
-        wanted = []
-        for variant in sorted(set(variants)):
-            symbol = matmul_symbol(*variant)
-            ready = symbol in _loaded or symbol in _helpers
-            if not ready and not cache.contains(keyed_cache_key(_identity(symbol, token), LIBRARY_OPTIONS)):
-                wanted.append(variant)
+        wanted = [
+            v
+            for v in unready
+            if not cache.contains(keyed_cache_key(_identity(matmul_symbol(*v), token), LIBRARY_OPTIONS))
+        ]
         if not wanted:
             return False
         names = [f"{dtype}:{'t' if ta else 'n'}{'t' if tb else 'n'}" for dtype, ta, tb in wanted]

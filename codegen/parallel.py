@@ -61,7 +61,6 @@ __all__ = [
     "MIN_ELEMENTS",
     "THREADS_VAR",
     "at_least_flops",
-    "workspace_size_ir",
     "chunk_function",
     "emit_parallel_for",
     "enabled",
@@ -72,6 +71,7 @@ __all__ = [
     "split_eligible",
     "statistics",
     "worker_running",
+    "workspace_size_ir",
 ]
 
 THREADS_VAR = "SYMBACKPROP_THREADS"
@@ -114,6 +114,9 @@ _PTR = ir.IntType(8).as_pointer()
 _VOID = ir.VoidType()
 _CHUNK_FN = ir.FunctionType(_VOID, [_PTR, _I64, _I64])  # fn(ctx, index, thread)
 _HOOK_FN = ir.FunctionType(_VOID, [_PTR, _PTR, _I64, _I1])  # sbp_parallel_for(fn, ctx, count, long)
+EPILOGUE_FN = ir.FunctionType(
+    _VOID, [_PTR, _I64, _I64, _I64, _I64]
+)  # a split product's map (ctx, row, rows, col, cols)
 
 # States of the job word.
 _NONE, _POSTED, _TAKEN, _LEFT = 0, 1, 2, 3
@@ -947,10 +950,6 @@ def _emit_chunk(module, name: str, kernel, context, trans_a: bool, trans_b: bool
         b.call(epilogue, [epilogue_ctx, b.select(by_rows, start, zero), rows, b.select(by_rows, zero, start), cols])
     b.ret_void()
     return fn
-
-
-# The epilogue of a split product: ``void (i8* ctx, i64 row, i64 rows, i64 col, i64 cols)``.
-EPILOGUE_FN = ir.FunctionType(_VOID, [_PTR, _I64, _I64, _I64, _I64])
 
 
 def _emit_dispatch(module, name: str, kernel, chunk, context, cfg: MatmulConfig, epilogue) -> ir.Function:

@@ -27,6 +27,7 @@ from .kernels import (
     kernel_reads,
     kernel_results,
     may_move_past,
+    product_of,
 )
 
 # Products are paired when, at this batch size, each has PAIR_MIN_FLOPS to PAIR_MAX_FLOPS
@@ -71,13 +72,9 @@ def _is_product(kernel) -> bool:
     return isinstance(kernel, (Matmul, MatmulMap))
 
 
-def _product(kernel) -> Matmul:
-    return kernel.product if isinstance(kernel, MatmulMap) else kernel
-
-
 def flops(kernel, batch: int) -> int:
     """``2 M N K`` of a product (or of a product with an epilogue) at a batch size."""
-    m, n, k = _product(kernel).dims(batch)
+    m, n, k = product_of(kernel).dims(batch)
     return 2 * m * n * k
 
 
@@ -112,7 +109,7 @@ def _balanced(first, second) -> bool:
 
 
 def _own_workspace(program: Program, kernel) -> None:
-    product = _product(kernel)
+    product = product_of(kernel)
     if product.work is None:
         return
     name = f"{product.work.name}_second"

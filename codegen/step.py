@@ -13,12 +13,10 @@ from symbackprop.graph import Tensor, topological_order
 from symbackprop.random import step_number
 from symbackprop.rewrite import simplify
 
-from . import library
-from .compile import cached_build, check_inputs
-from .emit import emit_program, library_matmuls
+from .compile import cached_build, check_inputs, compile_program
+from .emit import emit_program
 from .epoch import emit_epoch
 from .expr import FAST
-from .jit import compile_ir
 from .lower import lower
 from .profile import KernelProfile
 from .runtime import BoundProgram, CallChecks, Inspectable, address, native_entry
@@ -113,7 +111,7 @@ class CompiledStep(Inspectable):
         self.program, ir_text = cached_build(
             "step", [loss], self.inputs + extra_inputs, self.params + self.frozen, options, build
         )
-        self.compiled = compile_ir(ir_text, before_load=lambda: library.load_variants(library_matmuls(self.program)))
+        self.compiled = compile_program(self.program, ir_text)
         self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)
         #: Kernel timings (`codegen.profile.KernelProfile`) when compiled with ``profile=True``;
         #: the minibatches of an epoch count like single steps.
