@@ -11,6 +11,7 @@ loops, which LLVM's loop vectorizer widens; maths comes from :mod:`codegen.expr`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import llvmlite.ir as ir
@@ -18,7 +19,7 @@ import sympy
 
 from symbackprop.random import FINAL_SHIFT, FRACTION_BITS, GAMMA, MIX_STEPS, seed_key
 
-from .expr import FAST, ExprEmitter, emit_index
+from .expr import FAST, ExprEmitter, calls_libm, emit_index
 from .kernels import (
     KERNELS,
     Concurrent,
@@ -41,6 +42,7 @@ from .kernels import (
     product_of,
 )
 from .library import declare_matmul, prefetch
+from .loops import set_loop_hints
 from .matmul import matmul_config
 from .parallel import (
     CHUNKS,
@@ -97,13 +99,13 @@ class KernelBuilder:
     def store(self, view: View, linear: ir.Value, value: ir.Value) -> None:
         self.builder.store(value, self.address(view, linear), align=_align(view))
 
-    def loop(self, count: ir.Value, body: Callable[[ir.Value], None]) -> None:
+    def loop(self, count: ir.Value, body: Callable[[ir.Value], None], hints=None) -> None:
         """``for i in range(count): body(i)``."""
-        self.loop_carrying(count, [], lambda i, carried: body(i) or [])
+        self.loop_carrying(count, [], lambda i, carried: body(i) or [], hints)
 
-    def loop_carrying(self, count: ir.Value, initial: list, body) -> list:
+    def loop_carrying(self, count: ir.Value, initial: list, body, hints=None) -> list:
         """``for i in range(count): values = body(i, values)`` (see `emit_loop`)."""
-        return emit_loop(self.builder, ir.Constant(I64, 0), count, body, initial)
+        return emit_loop(self.builder, ir.Constant(I64, 0), count, body, initial, hints=hints)
 
     def fail(self, condition: ir.Value) -> None:
         """Record an error in the status word when ``condition`` holds (no branch needed)."""
@@ -116,10 +118,14 @@ class KernelBuilder:
         return self.function
 
 
-def emit_loop(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, body, initial=(), step: ir.Value | None = None) -> list:
+def emit_loop(
+    b: ir.IRBuilder, start: ir.Value, stop: ir.Value, body, initial=(), step: ir.Value | None = None, hints=None
+) -> list:
     """``for i in range(start, stop, step): values = body(i, values)``, starting from
     ``initial``; the values (running sums, a counter's next word) stay in registers as phis.
     Returns the values after the last iteration. The loop of every kernel and of the epoch.
+    ``hints`` are LLVM's loop hints for it (`codegen.loops.set_loop_hints`), such as
+    `unrolled`: programs are compiled with no other unrolling (see `PROGRAM_OPTIONS`).
 
     >>> fn = ir.Function(ir.Module(), ir.FunctionType(I64, [I64]), "total")
     >>> b = ir.IRBuilder(fn.append_basic_block())
@@ -143,9 +149,20 @@ def emit_loop(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, body, initial=()
     i.add_incoming(b.add(i, step if step is not None else ir.Constant(I64, 1)), b.block)
     for phi, value in zip(values, updated):
         phi.add_incoming(value, b.block)
-    b.branch(head)
+    back = b.branch(head)
+    if hints:
+        set_loop_hints(back, hints)
     b.position_at_end(after)
     return values
+
+
+def unrolled(count: int) -> dict[str, int]:
+    """The loop hint that unrolls a loop ``count`` times.
+
+    >>> unrolled(4)
+    {'llvm.loop.unroll.count': 4}
+    """
+    return {"llvm.loop.unroll.count": count}
 
 
 def _align(view: View) -> int:
@@ -182,16 +199,59 @@ def collapse(shape, views: list[View]):
     return [m[0] for m in merged], [[m[1][k] for m in merged] for k in range(len(views))]
 
 
-def emit_elementwise(kb: KernelBuilder, out: View, inputs: list[View], body) -> None:
-    """``out[idx] = body(values of inputs at idx)`` over the shape of ``out``."""
+# Rows of up to this many elements, a constant count contiguous in the output, are computed
+# as vectors of exactly their width (see `short_row_pieces`).
+SHORT_ROW = 16
+
+
+def short_row_pieces(shape: list, strides: list[list], dtypes: list[str]) -> list[tuple[int, int]] | None:
+    """``(first element, width)`` of the vectors that cover a short innermost row, or None.
+
+    A row of a constant ``2 ≤ c ≤ SHORT_ROW`` elements (the 10 classes of a softmax), contiguous
+    in the output and in each input or the same element all along it (a per-row max), of one
+    dtype throughout, is computed as vectors of the host's width and one of the rest (10
+    float32: 8 + 2 lanes). Left to LLVM, such a loop was unrolled and re-vectorised by the SLP
+    vectoriser: a tenth of the mnist step's compile time for its softmax head.
+
+    ``shape`` and ``strides`` are as `collapse` returns them, output first; ``dtypes`` are
+    the views' dtypes.
+
+    >>> n = sympy.Symbol("n")
+    >>> pieces = short_row_pieces([n, 10], [[10, 1], [10, 1], [1, 0]], ["float32"] * 3)
+    >>> [width for _, width in pieces] == [8, 2] or pieces  # AVX2: 8 float32 lanes
+    True
+    >>> short_row_pieces([n, 10], [[10, 1], [20, 2]], ["float32"] * 2) is None  # strided input
+    True
+    """
+    width = shape[-1] if shape else None
+    if not isinstance(width, (int, sympy.Integer)) or not 1 < int(width) <= SHORT_ROW:
+        return None
+    if strides[0][-1] != 1 or any(s[-1] not in (0, 1) for s in strides[1:]):
+        return None
+    if len(set(dtypes)) != 1 or dtypes[0] not in ("float32", "float64"):
+        return None
+    lanes = matmul_config(dtypes[0]).lanes
+    return [(first, min(lanes, int(width) - first)) for first in range(0, int(width), lanes)]
+
+
+def emit_elementwise(kb: KernelBuilder, out: View, inputs: list[View], body, vector_body=None) -> None:
+    """``out[idx] = body(values of inputs at idx)`` over the shape of ``out``.
+
+    With ``vector_body`` (``vector_body(values, width)``, on vectors of ``width`` lanes), a
+    short innermost row (`short_row_pieces`) is computed as vectors instead of a loop."""
     views = [out, *inputs]
     shape, strides = collapse(out.shape, views)
     offsets = [kb.index(v.offset) for v in views]
+    pieces = short_row_pieces(shape, strides, [v.dtype for v in views]) if vector_body is not None else None
 
     def level(depth, bases):
         if depth == len(shape):
             values = [kb.load(v, base) for v, base in zip(inputs, bases[1:])]
             kb.store(out, bases[0], body(values))
+            return
+        if pieces and depth == len(shape) - 1:
+            for first, width in pieces:
+                _short_row_piece(kb, views, strides, bases, first, width, vector_body)
             return
         steps = [kb.index(s[depth]) for s in strides]
 
@@ -204,17 +264,41 @@ def emit_elementwise(kb: KernelBuilder, out: View, inputs: list[View], body) -> 
     level(0, offsets)
 
 
+def _short_row_piece(kb: KernelBuilder, views: list[View], strides, bases, first: int, width: int, body) -> None:
+    """``width`` elements of a short row from element ``first``: a vector load of each input
+    that runs along the row, one scalar broadcast of each that does not, one vector store."""
+    b = kb.builder
+    ty = ir.VectorType(element_type(views[0].dtype), width)
+    out, *inputs = views
+    values = []
+    for view, base, step in zip(inputs, bases[1:], strides[1:]):
+        if step[-1] == 0:
+            values.append(_splat(b, kb.load(view, base), width))
+        else:
+            address = b.bitcast(kb.address(view, b.add(base, ir.Constant(I64, first))), ty.as_pointer())
+            values.append(b.load(address, align=_align(view)))
+    address = b.bitcast(kb.address(out, b.add(bases[0], ir.Constant(I64, first))), ty.as_pointer())
+    b.store(body(values, width), address, align=_align(out))
+
+
 def _map(kb: KernelBuilder, kernel: Map) -> None:
-    emit_elementwise(kb, kernel.out, kernel.inputs, lambda values: _map_value(kb, kernel, values))
+    vector_body = None if calls_libm(kernel.fn.body) else lambda values, width: _map_value(kb, kernel, values, width)
+    emit_elementwise(kb, kernel.out, kernel.inputs, lambda values: _map_value(kb, kernel, values), vector_body)
 
 
-def _map_value(kb: KernelBuilder, kernel: Map, values: list) -> ir.Value:
-    """The map's body on one element, given its inputs' values there."""
+def _map_value(kb: KernelBuilder, kernel: Map, values: list, width: int | None = None) -> ir.Value:
+    """The map's body on one element, given its inputs' values there (or on ``width`` elements:
+    vectors, of the output's dtype)."""
+    ty = element_type(kernel.out.dtype)
+    if width is not None:
+        return ExprEmitter(kb.builder, ir.VectorType(ty, width), dict(zip(kernel.fn.symbols, values)), kb.flags)(
+            kernel.fn.body
+        )
     env = {
         s: convert(kb.builder, v, view.dtype, kernel.out.dtype)
         for s, v, view in zip(kernel.fn.symbols, values, kernel.inputs)
     }
-    return ExprEmitter(kb.builder, element_type(kernel.out.dtype), env, kb.flags)(kernel.fn.body)
+    return ExprEmitter(kb.builder, ty, env, kb.flags)(kernel.fn.body)
 
 
 def _copy(kb: KernelBuilder, kernel: Copy) -> None:
@@ -745,7 +829,12 @@ def _narrow_columns(kb: KernelBuilder, kernel: Matmul) -> None:
 # -- reductions -----------------------------------------------------------------------------------------
 def _reduce(kb: KernelBuilder, kernel: Reduce) -> None:
     start = kb.index(kernel.src.offset)
-    _reduction(kb, kernel, lambda linear: kb.load(kernel.src, kb.builder.add(start, linear)))
+
+    def vector(linear, width):
+        return _load_vector(kb, kernel.src, kb.builder.add(start, linear), width)
+
+    vector_at = vector if kernel.src.dtype == kernel.out.dtype else None
+    _reduction(kb, kernel, lambda linear: kb.load(kernel.src, kb.builder.add(start, linear)), vector_at)
 
 
 def _map_reduce(kb: KernelBuilder, kernel: MapReduce) -> None:
@@ -761,7 +850,18 @@ def _map_reduce(kb: KernelBuilder, kernel: MapReduce) -> None:
         ]
         return ExprEmitter(b, ty, dict(zip(kernel.fn.symbols, loads)), kb.flags)(kernel.fn.body)
 
-    _reduction(kb, kernel, value)
+    def vector(linear, width):
+        loads = [_load_vector(kb, v, b.add(start, linear), width) for v, start in zip(kernel.inputs, starts)]
+        return ExprEmitter(b, ir.VectorType(ty, width), dict(zip(kernel.fn.symbols, loads)), kb.flags)(kernel.fn.body)
+
+    same_dtype = all(v.dtype == kernel.out.dtype for v in kernel.inputs)
+    _reduction(kb, kernel, value, vector if same_dtype and not calls_libm(kernel.fn.body) else None)
+
+
+def _load_vector(kb: KernelBuilder, view: View, linear: ir.Value, width: int) -> ir.Value:
+    """``width`` consecutive elements of ``view`` from ``linear``, as one vector."""
+    ty = ir.VectorType(element_type(view.dtype), width)
+    return kb.builder.load(kb.builder.bitcast(kb.address(view, linear), ty.as_pointer()), align=_align(view))
 
 
 def _fused_map(kb: KernelBuilder, kernel: FusedMap) -> None:
@@ -872,18 +972,24 @@ REDUCTIONS = {  # op: (identity, combine(builder, flags, accumulated, new))
 }
 
 
-def _reduction(kb: KernelBuilder, kernel, value_at) -> None:
+def _reduction(kb: KernelBuilder, kernel, value_at, vector_at=None) -> None:
     """``out[o, i] = op over r of value_at(o·size·inner + r·inner + i)``.
 
     The loop over ``r`` is outside the loop over ``i``, so a reduction over leading axes (a
     bias gradient) vectorises along ``i``; with ``inner == 1`` LLVM vectorises the sum over
-    ``r`` itself, as fast-math lets it reassociate.
+    ``r`` itself, as fast-math lets it reassociate. With ``vector_at(linear, width)`` (the
+    values from ``linear`` on, as a vector), a short row (`_short_row_reduction`) is reduced
+    as vectors.
     """
     b = kb.builder
     start, combine = REDUCTIONS[kernel.op]
     identity = ir.Constant(element_type(kernel.out.dtype), start)
     if isinstance(kernel.inner, (int, sympy.Integer)) and 1 < int(kernel.inner) <= REGISTER_COLUMNS:
         _reduction_in_registers(kb, kernel, value_at, identity, combine)
+        return
+    pieces = short_row_pieces([kernel.size], [[1]], [kernel.out.dtype]) if kernel.inner == 1 else None
+    if vector_at is not None and pieces and "reassoc" in kb.flags:
+        _short_row_reduction(kb, kernel, vector_at, pieces, combine)
         return
     outer, size, inner = kb.index(kernel.outer), kb.index(kernel.size), kb.index(kernel.inner)
     out0 = kb.index(kernel.out.offset)
@@ -905,6 +1011,41 @@ def _reduction(kb: KernelBuilder, kernel, value_at) -> None:
         kb.loop(size, each_r)
 
     kb.loop(outer, each_outer)
+
+
+def _short_row_reduction(kb: KernelBuilder, kernel, vector_at, pieces, combine) -> None:
+    """``out[o] = op over the row o`` for a short constant row (`short_row_pieces`: the 10
+    classes of a softmax's sums and maxima): each piece of the row loaded as one vector and
+    folded in halves (a shuffle tree), then the pieces combined. This adds in another order
+    than the loop, so only with fast-math's reassociation."""
+    b = kb.builder
+    size = int(kernel.size)
+    out0 = kb.index(kernel.out.offset)
+
+    def each_row(o):
+        row = b.mul(o, ir.Constant(I64, size))
+        totals = [
+            _fold(b, kb.flags, vector_at(b.add(row, ir.Constant(I64, first)), width), width, combine)
+            for first, width in pieces
+        ]
+        total = functools.reduce(lambda x, y: combine(b, kb.flags, x, y), totals)
+        kb.store(kernel.out, b.add(out0, o), total)
+
+    kb.loop(kb.index(kernel.outer), each_row)
+
+
+def _fold(b: ir.IRBuilder, flags, vector: ir.Value, width: int, combine) -> ir.Value:
+    """``combine`` over the lanes of ``vector``: halves combined while the width is even,
+    then the lanes left one by one."""
+    while width % 2 == 0:
+        half = width // 2
+        low, high = (
+            b.shuffle_vector(vector, vector, ir.Constant(ir.VectorType(I32, half), list(range(start, start + half))))
+            for start in (0, half)
+        )
+        vector, width = combine(b, flags, low, high), half
+    lanes = [b.extract_element(vector, ir.Constant(I32, lane)) for lane in range(width)]
+    return functools.reduce(lambda x, y: combine(b, flags, x, y), lanes)
 
 
 # A reduction over leading axes with at most this many columns (a bias gradient) keeps each
@@ -1104,6 +1245,10 @@ def emit_program(program: Program, name: str = "run", flags=FAST, profile: bool 
             kb = KernelBuilder(module, f"{name}_k{index}_{type(kernel).__name__.lower()}", buffers, flags)
             emitters[type(kernel)](kb, kernel)
             fn = emitted[signature] = kb.finish()
+            # Each kernel runs once per call, so a call costs nothing, while inlining them all
+            # into one function had LLVM's function passes go over its whole body again
+            # after each inlining round.
+            fn.attributes.add("noinline")
         started = timer.start(builder) if timer else None
         builder.call(fn, [pointers[b] for b in buffers] + [n, status])
         if timer:

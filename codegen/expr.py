@@ -41,6 +41,18 @@ LIBM = {
     sympy.erfc: ("erfc", "erfcf"),
 }
 
+
+def calls_libm(expr: sympy.Expr) -> bool:
+    """Whether a body calls a function of the C library (`LIBM`), which takes one scalar at a
+    time: such a body cannot be emitted on vectors.
+
+    >>> x = sympy.Symbol("x")
+    >>> calls_libm(sympy.tanh(x) + 1), calls_libm(sympy.sin(x))
+    (False, True)
+    """
+    return any(type(f) in LIBM for f in expr.atoms(sympy.Function))
+
+
 # Fast-math flags for arithmetic: contraction into FMA and reassociation (which lets LLVM
 # vectorise reductions). Strict mode (flags=()) keeps IEEE order for gradient checks.
 FAST = ("contract", "reassoc", "nsz")
@@ -103,8 +115,12 @@ class ExprEmitter:
         return self.builder.call(callee, [self.emit(arg)])
 
     def intrinsic(self, name, *values):
-        signature = ir.FunctionType(self.ty, [self.ty] * len(values))
-        fn = self.builder.module.declare_intrinsic(f"llvm.{name}", [self.ty], signature)
+        """A call of ``llvm.<name>`` overloaded on this emitter's type (a float or a vector)."""
+        module = self.builder.module
+        full = f"llvm.{name}.{vecmath.intrinsic_suffix(self.ty)}"
+        fn = module.globals.get(full)
+        if fn is None:
+            fn = ir.Function(module, ir.FunctionType(self.ty, [self.ty] * len(values)), name=full)
         return self.builder.call(fn, list(values))
 
 

@@ -27,7 +27,15 @@ from codegen.target import (
     prepare_module,
 )
 
-__all__ = ["CompileOptions", "CompileError", "UnresolvedSymbolError", "CompiledModule", "compile_ir"]
+__all__ = [
+    "CompileOptions",
+    "CompileError",
+    "UnresolvedSymbolError",
+    "CompiledModule",
+    "compile_ir",
+    "compile_keyed",
+    "store_keyed",
+]
 
 # Symbols that MCJIT's loader (RuntimeDyld) defines itself rather than looking up.
 _LOADER_SYMBOLS = frozenset({"_GLOBAL_OFFSET_TABLE_"})
@@ -73,6 +81,9 @@ class CompileOptions:
         per-function pipeline on each function alone (see `codegen.target.optimize`).
     as_written : tuple of str
         Name prefixes of functions that get no optimisation passes, only code generation.
+    unroll : bool
+        Let LLVM unroll loops as its cost model sees fit; False unrolls only the loops whose
+        metadata asks for it (``llvm.loop.unroll.count``, see `codegen.emit.emit_loop`).
 
     Examples
     --------
@@ -80,17 +91,20 @@ class CompileOptions:
     'speed_level=3;vectorize=True'
     >>> CompileOptions(interprocedural=False, as_written=("kernel.",)).cache_token()
     "speed_level=3;vectorize=True;interprocedural=False;as_written=('kernel.',)"
+    >>> CompileOptions(unroll=False).cache_token()
+    'speed_level=3;vectorize=True;unroll=False'
     """
 
     speed_level: int = 3
     vectorize: bool = True
     interprocedural: bool = True
     as_written: tuple[str, ...] = ()
+    unroll: bool = True
 
     def __post_init__(self) -> None:
         if type(self.speed_level) is not int or not 0 <= self.speed_level <= 3:
             raise ValueError(f"speed_level must be an int from 0 to 3, got {self.speed_level!r}")
-        for name in ("vectorize", "interprocedural"):
+        for name in ("vectorize", "interprocedural", "unroll"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
         if not isinstance(self.as_written, tuple) or not all(isinstance(p, str) and p for p in self.as_written):
@@ -106,6 +120,8 @@ class CompileOptions:
             token += ";interprocedural=False"
         if self.as_written:
             token += f";as_written={self.as_written!r}"
+        if not self.unroll:
+            token += ";unroll=False"
         return token
 
     def optimize(self, module_ref: llvm.ModuleRef) -> None:
@@ -116,6 +132,7 @@ class CompileOptions:
             vectorize=self.vectorize,
             interprocedural=self.interprocedural,
             as_written=self.as_written,
+            unroll=self.unroll,
         )
 
 
@@ -320,6 +337,25 @@ def compile_keyed(
     return _compile_or_load(
         keyed_cache_key(identity, options), lambda: _ir_text(build()), _checked_options(options), use_cache
     )
+
+
+def store_keyed(identity: str, build, *, options: CompileOptions | None = None) -> bool:
+    """Compile the IR of ``build()`` into the disk cache under ``identity`` (as `compile_keyed`
+    files it) unless it is there already, and load nothing; return whether it compiled.
+
+    For code compiled for another process (a helper filling the cache) or that calls
+    functions this process has not loaded yet. Nothing happens when the cache is off.
+    """
+    options = _checked_options(options)
+    if not cache.cache_enabled():
+        return False
+    key = keyed_cache_key(identity, options)
+    with _LLVM_LOCK:
+        if _cached_object(key) is not None:
+            return False
+        object_code, _ = _compile_object(_ir_text(build()), options, {})
+        cache.store(key, object_code)
+    return True
 
 
 def keyed_cache_key(identity: str, options: CompileOptions | None = None) -> str:

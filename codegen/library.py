@@ -1,22 +1,28 @@
 """The kernel library: matmul kernels compiled once per machine, shared by every program.
 
 A matmul kernel with its packing, edge tiles and two-thread dispatch is several hundred
-kilobytes of IR that LLVM needs most of a second to optimise. Emitting it into every
-program made each new model pay that again, so each variant (precision and transpositions)
-lives in a module of its own, compiled (or loaded from the object cache) the first time a
-program needs it, and registered as a process symbol (``llvm.add_symbol``) that the
-programs' modules declare and call. The engines are kept for the life of the process, as
-their code must be.
+kilobytes of IR that LLVM needs most of a second to compile. Emitting it into every program
+made each new model pay that again, so the library lives in modules of its own, compiled
+(or loaded from the object cache) the first time a program needs them, their functions
+registered as process symbols (``llvm.add_symbol``) that later modules declare and call. The
+engines are kept for the life of the process, as their code must be.
 
-A variant takes 0.4-0.5 s of LLVM from cold, and a training step needs three. LLVM calls
-through llvmlite hold one lock per process, so threads do not help; instead, `prefetch`
-starts a helper process (``python -m codegen.library``) that compiles the variants a
-program calls into the disk cache, first to last, while this process emits and compiles
-the program. `load_variants` then takes them from last to first: it loads what the helper
-has finished, compiles itself what the helper has not started, and waits for the one the
-helper is compiling; each process claims a variant in the cache (`codegen.cache.claim`)
-before compiling it, so that the two meet in the middle. ``SYMBACKPROP_COMPILE_HELPER=0``
-(or a disabled cache) compiles everything in this process; so does a helper that fails.
+Most of a variant (precision and transpositions) is its register-blocked kernels, which
+are the same in every variant of a precision; so those are *parts* of their own
+(`codegen.matmul.KERNEL_PARTS`: the packed-panel micro-kernels, the kernels on unpacked
+operands), and a variant's module holds only its packing, blocking and two-thread
+dispatch, linked to the parts. A float32 training step's three variants were three modules
+of 0.40-0.47 s of LLVM each from cold; as three parts and three variants they are 0.9 s in
+all, and a fourth variant adds a tenth of a second.
+
+LLVM calls through llvmlite hold one lock per process, so threads do not help; instead,
+`prefetch` starts a helper process (``python -m codegen.library``) that compiles the
+modules a program needs into the disk cache, first to last (the parts first), while this
+process emits and compiles the program. `load_variants` then compiles, last to first, what
+the helper has not started, loads them all in order and waits for the ones the helper is
+still compiling; each process claims a module in the cache (`codegen.cache.claim`) before
+compiling it, so that the two meet in the middle. ``SYMBACKPROP_COMPILE_HELPER=0`` (or a
+disabled cache) compiles everything in this process; so does a helper that fails.
 """
 
 from __future__ import annotations
@@ -33,9 +39,9 @@ from pathlib import Path
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
-from . import cache, debug
-from .jit import CompiledModule, CompileOptions, compile_keyed, keyed_cache_key
-from .matmul import MICRO_KERNEL_PREFIX, emit_matmul, matmul_function_type
+from . import cache, collector, debug
+from .jit import CompiledModule, CompileOptions, compile_keyed, keyed_cache_key, store_keyed
+from .matmul import KERNEL_PARTS, MICRO_KERNEL_PREFIX, emit_kernel_part, emit_matmul, kernel_parts, matmul_function_type
 from .parallel import parallel_matmul
 
 DTYPES = ("float32", "float64")
@@ -60,29 +66,60 @@ def matmul_symbol(dtype: str, trans_a: bool, trans_b: bool, one_thread: bool = F
     return f"sbp_matmul_{dtype}_{'t' if trans_a else 'n'}{'t' if trans_b else 'n'}{suffix}"
 
 
-def _variant_module(dtype: str, trans_a: bool, trans_b: bool) -> ir.Module:
-    """One matmul variant: the kernel and, calling it, the entry point that splits products."""
-    symbol = matmul_symbol(dtype, trans_a, trans_b)
-    module = ir.Module(name=symbol)
-    kernel = emit_matmul(module, matmul_symbol(dtype, trans_a, trans_b, one_thread=True), dtype, trans_a, trans_b)
-    wrapper = parallel_matmul(module, kernel, dtype, trans_a, trans_b)
-    exported = ir.Function(module, wrapper.function_type, name=symbol)
-    builder = ir.IRBuilder(exported.append_basic_block("entry"))
-    builder.call(wrapper, list(exported.args))
-    builder.ret_void()
-    return module
+def _letters(trans_a: bool, trans_b: bool) -> str:
+    return f"{'t' if trans_a else 'n'}{'t' if trans_b else 'n'}"
 
 
-_loaded: dict[str, CompiledModule] = {}
+def _units(variants: Iterable[tuple[str, bool, bool]]) -> list[str]:
+    """The library's modules that ``variants`` need, as ``dtype:part`` and ``dtype:nn`` (and
+    so on) names, parts first: a variant links to its parts.
+
+    >>> _units([("float64", True, True), ("float64", False, False)])
+    ['float64:kernels', 'float64:direct', 'float64:direct.padded', 'float64:nn', 'float64:tt']
+    """
+    parts, entries = {}, {}
+    for dtype, trans_a, trans_b in sorted(set(variants)):
+        parts.update(dict.fromkeys(f"{dtype}:{part}" for part in kernel_parts(dtype, trans_b)))
+        entries[f"{dtype}:{_letters(trans_a, trans_b)}"] = None
+    return [*parts, *entries]
+
+
+def _unloaded(variants: Iterable[tuple[str, bool, bool]]) -> list[str]:
+    """`_units` less those this process has loaded."""
+    return [unit for unit in _units(variants) if unit not in _loaded]
+
+
+def _unit_ir(unit: str) -> str:
+    """The IR of one of the library's modules: a part of the kernels (`emit_kernel_part`), or
+    a variant: the kernel that runs on the calling thread and, calling it, the entry point
+    that splits products between the threads."""
+    dtype, name = unit.split(":")
+    module = ir.Module(name=unit)
+    with collector.paused():
+        if name in KERNEL_PARTS:
+            emit_kernel_part(module, dtype, name)
+            return str(module)
+        trans_a, trans_b = (letter == "t" for letter in name)
+        one_thread = matmul_symbol(dtype, trans_a, trans_b, one_thread=True)
+        kernel = emit_matmul(module, one_thread, dtype, trans_a, trans_b, external_kernels=True)
+        wrapper = parallel_matmul(module, kernel, dtype, trans_a, trans_b)
+        exported = ir.Function(module, wrapper.function_type, name=matmul_symbol(dtype, trans_a, trans_b))
+        builder = ir.IRBuilder(exported.append_basic_block("entry"))
+        builder.call(wrapper, list(exported.args))
+        builder.ret_void()
+        return str(module)
+
+
+_loaded: dict[str, CompiledModule] = {}  # unit -> its code, kept for the life of the process
 HELPER_VAR = "SYMBACKPROP_COMPILE_HELPER"
 HELPER_TIMEOUT_S = 300.0
 
 
 class _Helper:
-    """A helper process compiling variants into the disk cache."""
+    """A helper process compiling modules of the library into the disk cache."""
 
-    def __init__(self, process: subprocess.Popen, symbols: list[str]):
-        self.process, self.symbols = process, symbols
+    def __init__(self, process: subprocess.Popen, units: list[str]):
+        self.process, self.units = process, units
 
     def wait_for(self, key: str) -> None:
         """Return once the cache has ``key`` or the helper has exited (then the caller
@@ -91,7 +128,7 @@ class _Helper:
         while not cache.contains(key) and self.process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
         if self.process.poll() not in (None, 0):
-            debug.log(1, f"library helper for {', '.join(self.symbols)} exited with {self.process.returncode}")
+            debug.log(1, f"library helper for {', '.join(self.units)} exited with {self.process.returncode}")
 
     def finish(self) -> None:
         """Stop the helper once nothing it compiles is wanted here any more."""
@@ -100,7 +137,7 @@ class _Helper:
         self.process.wait()
 
 
-_helpers: dict[str, _Helper] = {}  # symbol -> the helper compiling it
+_helpers: dict[str, _Helper] = {}  # unit -> the helper compiling it
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_helpers.clear)  # a forked child's helpers are its parent's
 
@@ -111,9 +148,13 @@ def _source_token() -> str:
     return program_cache.source_token()
 
 
-def _identity(symbol: str, source_token: str) -> str:
-    """What a variant's object code is cached under: the compiler's source and the symbol."""
-    return f"kernel library {source_token} {symbol}"
+def _identity(unit: str, source_token: str) -> str:
+    """What a module's object code is cached under: the compiler's source and the unit."""
+    return f"kernel library {source_token} {unit}"
+
+
+def _key(unit: str, source_token: str) -> str:
+    return keyed_cache_key(_identity(unit, source_token), LIBRARY_OPTIONS)
 
 
 def helper_enabled() -> bool:
@@ -124,92 +165,93 @@ def helper_enabled() -> bool:
 
 
 def prefetch(variants: Iterable[tuple[str, bool, bool]]) -> bool:
-    """Start compiling, in one helper process, the variants that this process has not
-    loaded and the disk cache lacks; return whether a helper started.
+    """Start compiling, in one helper process, the modules of ``variants`` (and of the parts
+    they link to) that this process has not loaded and the disk cache lacks; return whether
+    a helper started.
 
-    ``variants`` are ``(dtype, trans_a, trans_b)``. The helper writes each to the disk
-    cache; `load_variant` waits for it, then loads. Nothing starts when every variant is
-    ready, or when helpers are off (`helper_enabled`).
+    ``variants`` are ``(dtype, trans_a, trans_b)``. The helper writes each module to the
+    disk cache; `load_variants` waits for it, then loads. Nothing starts when every module
+    is ready, or when helpers are off (`helper_enabled`).
     """
     if not helper_enabled():
         return False
     with _lock:
-        unready = [
-            v for v in sorted(set(variants)) if matmul_symbol(*v) not in _loaded and matmul_symbol(*v) not in _helpers
-        ]
+        unready = [unit for unit in _unloaded(variants) if unit not in _helpers]
         if not unready:
             return False  # the usual case once a process has compiled a program: no source hash
         token = _source_token()
-        wanted = [
-            v
-            for v in unready
-            if not cache.contains(keyed_cache_key(_identity(matmul_symbol(*v), token), LIBRARY_OPTIONS))
-        ]
+        wanted = [unit for unit in unready if not cache.contains(_key(unit, token))]
         if not wanted:
             return False
-        names = [f"{dtype}:{'t' if ta else 'n'}{'t' if tb else 'n'}" for dtype, ta, tb in wanted]
         # The helper imports this package from where this process did.
         environment = dict(os.environ)
         package_root = str(Path(__file__).resolve().parent.parent)
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
-        command = [sys.executable, "-m", "codegen.library", token, *names]
+        command = [sys.executable, "-m", "codegen.library", token, *wanted]
         try:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment
-            )  # it compiles the variants in the order given, claiming each (see `load_variants`)
+            )  # it compiles the modules in the order given, claiming each (see `load_variants`)
         except OSError as error:
             debug.log(1, f"no library helper: {error}")
             return False
-        helper = _Helper(process, [matmul_symbol(*v) for v in wanted])
-        for symbol in helper.symbols:
-            _helpers[symbol] = helper
-        debug.log(1, f"library helper {process.pid} compiles {', '.join(names)}")
+        helper = _Helper(process, wanted)
+        for unit in wanted:
+            _helpers[unit] = helper
+        debug.log(1, f"library helper {process.pid} compiles {', '.join(wanted)}")
         return True
 
 
-def load_variant(dtype: str, trans_a: bool, trans_b: bool) -> CompiledModule:
-    """Compile or load one matmul variant and register its entry point; once per process.
+def load_variants(variants: Iterable[tuple[str, bool, bool]]) -> None:
+    """Compile or load the modules of ``variants`` (``(dtype, trans_a, trans_b)``) and of the
+    parts they link to, and register their functions; each once per process.
 
-    Each variant is a module and a cache entry of its own (about 0.4 s of LLVM from cold), so
-    that a program compiles only the variants it calls: a float32 training step uses three
-    of the eight. Keyed by the compiler's source: a warm start loads the object code
-    without spending time generating the variant's IR in Python. A variant that a helper
-    compiles (`prefetch`) is compiled here if the helper has not claimed it yet, else
-    waited for and loaded from the cache.
+    Each module is a cache entry of its own, keyed by the compiler's source: a warm start
+    loads the object code without generating its IR in Python. With a helper at work
+    (`prefetch`), this process first compiles, last to first, the modules the helper has
+    not claimed, into the cache; then it loads every module in order, parts first, waiting
+    for those the helper is still compiling.
     """
-    symbol = matmul_symbol(dtype, trans_a, trans_b)
     with _lock:
-        compiled = _loaded.get(symbol)
-        if compiled is None:
-            identity = _identity(symbol, _source_token())
-            helper = _helpers.pop(symbol, None)
-            key = keyed_cache_key(identity, LIBRARY_OPTIONS)
-            mine = helper is None or cache.claim(key, helper.process.pid)
-            if not mine:
-                helper.wait_for(key)
-            compiled = compile_keyed(
-                identity, lambda: _variant_module(dtype, trans_a, trans_b), options=LIBRARY_OPTIONS
-            )
+        units = _unloaded(variants)
+        if not units:
+            return
+        token = _source_token()
+        for unit in reversed(units):
+            helper = _helpers.get(unit)
+            key = _key(unit, token)
+            if helper is not None and cache.claim(key, helper.process.pid):
+                try:
+                    store_keyed(_identity(unit, token), lambda u=unit: _unit_ir(u), options=LIBRARY_OPTIONS)
+                finally:
+                    cache.release(key, helper.process.pid)
+        for unit in units:
+            helper = _helpers.pop(unit, None)
             if helper is not None:
-                cache.release(key, helper.process.pid)
-                if not any(h is helper for h in _helpers.values()):
-                    helper.finish()
-            for name in (symbol, matmul_symbol(dtype, trans_a, trans_b, one_thread=True)):
+                helper.wait_for(_key(unit, token))
+            compiled = compile_keyed(_identity(unit, token), lambda u=unit: _unit_ir(u), options=LIBRARY_OPTIONS)
+            for name in compiled.functions:
                 llvm.add_symbol(name, compiled.address(name))
-            _loaded[symbol] = compiled  # kept for the life of the process, as its code must be
-        return compiled
+            _loaded[unit] = compiled
+            if helper is not None and not any(h is helper for h in _helpers.values()):
+                helper.finish()
+
+
+def load_variant(dtype: str, trans_a: bool, trans_b: bool) -> CompiledModule:
+    """`load_variants` for one variant; return its module.
+
+    >>> load_variant("float64", False, True).from_cache in (True, False)
+    True
+    """
+    load_variants([(dtype, trans_a, trans_b)])
+    return _loaded[f"{dtype}:{_letters(trans_a, trans_b)}"]
 
 
 def load() -> list[CompiledModule]:
     """Every variant of the library (both precisions, all four transpositions)."""
-    return [load_variant(*variant) for variant in itertools.product(DTYPES, (False, True), (False, True))]
-
-
-def load_variants(variants: Iterable[tuple[str, bool, bool]]) -> None:
-    """`load_variant` for each ``(dtype, trans_a, trans_b)``, last first: a helper started
-    by `prefetch` compiles them first first, and the two meet in the middle."""
-    for variant in sorted(set(variants), reverse=True):
-        load_variant(*variant)
+    variants = list(itertools.product(DTYPES, (False, True), (False, True)))
+    load_variants(variants)
+    return [_loaded[f"{dtype}:{_letters(ta, tb)}"] for dtype, ta, tb in variants]
 
 
 def loaded() -> list[str]:
@@ -220,7 +262,8 @@ def loaded() -> list[str]:
     True
     """
     with _lock:
-        return sorted(_loaded)
+        variants = [unit.split(":") for unit in _loaded if unit.split(":")[1] not in KERNEL_PARTS]
+        return sorted(matmul_symbol(dtype, name[0] == "t", name[1] == "t") for dtype, name in variants)
 
 
 def declare_matmul(
@@ -237,19 +280,17 @@ def declare_matmul(
 
 
 def _main(arguments: list[str]) -> None:
-    """The helper: ``python -m codegen.library SOURCE_TOKEN float32:nn float32:nt ...``
-    compiles each variant into the disk cache."""
-    source_token, *names = arguments
-    for name in names:
-        dtype, transpositions = name.split(":")
-        trans_a, trans_b = (letter == "t" for letter in transpositions)
-        identity = _identity(matmul_symbol(dtype, trans_a, trans_b), source_token)
-        key = keyed_cache_key(identity, LIBRARY_OPTIONS)
+    """The helper: ``python -m codegen.library SOURCE_TOKEN float32:kernels float32:nn ...``
+    compiles each module into the disk cache, claiming it first."""
+    source_token, *units = arguments
+    for unit in units:
+        key = _key(unit, source_token)
         if not cache.claim(key, os.getpid()):
             continue  # the process that started this one compiles it
-        if not cache.contains(key):  # it may have compiled it and released its claim already
-            compile_keyed(identity, lambda v=(dtype, trans_a, trans_b): _variant_module(*v), options=LIBRARY_OPTIONS)
-        cache.release(key, os.getpid())
+        try:
+            store_keyed(_identity(unit, source_token), lambda u=unit: _unit_ir(u), options=LIBRARY_OPTIONS)
+        finally:
+            cache.release(key, os.getpid())
 
 
 if __name__ == "__main__":

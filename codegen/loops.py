@@ -12,9 +12,54 @@ from collections.abc import Callable
 import llvmlite.ir as ir
 import numpy as np
 
-__all__ = ["llvm_float_type", "emit_map_kernel"]
+__all__ = ["llvm_float_type", "emit_map_kernel", "set_loop_hints"]
 
+_I1 = ir.IntType(1)
+_I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
+
+
+class _LoopID(ir.MDValue):
+    """A distinct loop identifier node ``!n = !{!n, !hint, ...}``, as ``llvm.loop`` requires.
+
+    It refers to itself, so it is compared and hashed by identity (the base class hashes
+    its operands, which would recurse).
+    """
+
+    def __init__(self, module: ir.Module, hints: list[ir.MDValue]):
+        super().__init__(module, [], name=str(len(module.metadata)))
+        self.operands = (self, *hints)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def set_loop_hints(branch: ir.Instruction, hints: dict[str, bool | int | None]) -> None:
+    """Give the loop whose back edge is ``branch`` LLVM's loop hints (``llvm.loop`` metadata):
+    each a name and a bool (as i1), an int (as i32) or None (the name alone).
+
+    >>> fn = ir.Function(ir.Module(), ir.FunctionType(ir.VoidType(), []), "spin")
+    >>> b = ir.IRBuilder(fn.append_basic_block())
+    >>> set_loop_hints(b.branch(b.block), {"llvm.loop.unroll.count": 4, "llvm.loop.vectorize.enable": False})
+    >>> for line in str(fn.module).splitlines()[-3:]:
+    ...     print(line)
+    !0 = !{ !"llvm.loop.unroll.count", i32 4 }
+    !1 = !{ !"llvm.loop.vectorize.enable", i1 0 }
+    !2 = !{ !2, !0, !1 }
+    """
+    module = branch.parent.parent.module
+    nodes = []
+    for name, value in hints.items():
+        operands = [ir.MetaDataString(module, name)]
+        if isinstance(value, bool):
+            operands.append(ir.Constant(_I1, int(value)))
+        elif value is not None:
+            operands.append(ir.Constant(_I32, value))
+        nodes.append(module.add_metadata(operands))
+    branch.set_metadata("llvm.loop", _LoopID(module, nodes))
 
 
 def llvm_float_type(dtype: np.dtype | str) -> ir.Type:

@@ -33,7 +33,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from codegen.jit import compile_ir
-from codegen.loops import llvm_float_type
+from codegen.loops import llvm_float_type, set_loop_hints
 from codegen.target import TargetSpec, host_spec
 
 __all__ = [
@@ -42,6 +42,9 @@ __all__ = [
     "matmul_workspace_size",
     "matmul_function_type",
     "emit_matmul",
+    "KERNEL_PARTS",
+    "kernel_parts",
+    "emit_kernel_part",
     "MatmulKernels",
 ]
 
@@ -295,9 +298,7 @@ class _Emitter:
         Every loop here is either vector code already or too short to gain, and the loop
         vectorizer would spend a good part of the compile time on them.
         """
-        module = self.module
-        hint = module.add_metadata([ir.MetaDataString(module, "llvm.loop.vectorize.enable"), ir.Constant(_I1, 0)])
-        branch.set_metadata("llvm.loop", _LoopID(module, hint))
+        set_loop_hints(branch, {"llvm.loop.vectorize.enable": False})
 
     @contextmanager
     def loop(self, start: ir.Value, stop: ir.Value, step: int | ir.Value, name: str) -> Iterator[ir.Value]:
@@ -332,24 +333,6 @@ class _Emitter:
         b.position_at_end(after)
 
 
-class _LoopID(ir.MDValue):
-    """A distinct loop identifier node ``!n = !{!n, !hint}``, as ``llvm.loop`` requires.
-
-    It refers to itself, so it is compared and hashed by identity (the base class hashes
-    its operands, which would recurse).
-    """
-
-    def __init__(self, module: ir.Module, hint: ir.MDValue):
-        super().__init__(module, [], name=str(len(module.metadata)))
-        self.operands = (self, hint)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
-
-    def __hash__(self) -> int:
-        return id(self)
-
-
 def _new_function(module: ir.Module, name: str, arg_types: list[ir.Type], noalias: tuple[int, ...]) -> ir.Function:
     """An internal helper function; ``noalias`` lists the pointer arguments that never overlap."""
     fn = ir.Function(module, ir.FunctionType(_VOID, arg_types), name=name)
@@ -366,6 +349,18 @@ def _new_function(module: ir.Module, name: str, arg_types: list[ir.Type], noalia
 # --------------------------------------------------------------------------- micro-kernel
 
 
+def _micro_kernel_signature(cfg: MatmulConfig) -> tuple[list[ir.Type], tuple[int, ...]]:
+    """Argument types and ``noalias`` arguments of `_emit_micro_kernel`'s functions."""
+    t = llvm_float_type(cfg.dtype).as_pointer()
+    return [_I64, t, t, t, _I64, _I64, _I64, _I1], (1, 2, 3)
+
+
+def _direct_kernel_signature(cfg: MatmulConfig) -> tuple[list[ir.Type], tuple[int, ...]]:
+    """Argument types and ``noalias`` arguments of `_emit_direct_kernel`'s functions."""
+    t = llvm_float_type(cfg.dtype).as_pointer()
+    return [_I64, t, _I64, _I64, t, _I64, t, _I64, _I64, _I64, _I1], (1, 4, 6)
+
+
 def _emit_micro_kernel(module: ir.Module, name: str, cfg: MatmulConfig, rows: int, sets: int) -> ir.Function:
     """``kernel(kc, Ap, Bp, C, ldc, mr, nr, beta)``: a ``rows x NR`` tile of C from packed panels.
 
@@ -375,8 +370,7 @@ def _emit_micro_kernel(module: ir.Module, name: str, cfg: MatmulConfig, rows: in
     turns over k and are summed at the end: a short tile has too few accumulators to hide
     the FMA latency by itself.
     """
-    t = llvm_float_type(cfg.dtype).as_pointer()
-    fn = _new_function(module, name, [_I64, t, t, t, _I64, _I64, _I64, _I1], noalias=(1, 2, 3))
+    fn = _new_function(module, name, *_micro_kernel_signature(cfg))
     kc, ap, bp, c, ldc, mr, nr, beta = fn.args
     e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
     _prefetch_tile(e, c, ldc, rows)
@@ -414,9 +408,7 @@ def _emit_direct_kernel(
     with the masked kernels made a 32 x 64 x 10 product slower than the packed path, and a
     branch for narrower tiles would add a tenth to the library's IR for rare products.
     """
-    t = llvm_float_type(cfg.dtype).as_pointer()
-    arg_types = [_I64, t, _I64, _I64, t, _I64, t, _I64, _I64, _I64, _I1]
-    fn = _new_function(module, name, arg_types, noalias=(1, 4, 6))
+    fn = _new_function(module, name, *_direct_kernel_signature(cfg))
     kc, a, a_rs, a_ks, bmat, ldb, c, ldc, mr, nr, beta = fn.args
     e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
     b = e.b
@@ -785,7 +777,14 @@ def matmul_function_type(dtype: str) -> ir.FunctionType:
 
 
 def emit_matmul(
-    module: ir.Module, name: str, dtype: str, trans_a: bool, trans_b: bool, config: MatmulConfig | None = None
+    module: ir.Module,
+    name: str,
+    dtype: str,
+    trans_a: bool,
+    trans_b: bool,
+    config: MatmulConfig | None = None,
+    *,
+    external_kernels: bool = False,
 ) -> ir.Function:
     """Add ``void name(M, N, K, A, lda, B, ldb, C, ldc, accumulate, work)`` to ``module``.
 
@@ -818,6 +817,10 @@ def emit_matmul(
     config : MatmulConfig, optional
         Tile and block sizes; defaults to `matmul_config` for the host. Any configuration
         gives correct results; others than the host's are for tests and tuning.
+    external_kernels : bool
+        Declare the micro-kernels and the kernels on unpacked operands instead of emitting
+        them: they are linked from the modules of `emit_kernel_part` (the parts that
+        `kernel_parts` lists), compiled once for every variant that calls them.
 
     Returns
     -------
@@ -837,47 +840,110 @@ def emit_matmul(
         fn.args[index].add_attribute("noalias")
     # The helpers depend only on the configuration, so every matmul of a module shares them.
     tag = f"{cfg.dtype}.{cfg.mr}x{cfg.nr_vectors}x{cfg.lanes}"
-    kernels = _shared_kernels(module, tag, cfg)
+    kernels = _shared_kernels(module, tag, cfg, external_kernels)
     # A packed panel is MR rows of op(A) read along k; it is contiguous along the panel
     # width exactly when A is stored transposed. Likewise B's NR columns when not transposed.
     pack_a = _shared_pack(module, tag, cfg, cfg.mr, along_width=bool(trans_a))
     pack_b = _shared_pack(module, tag, cfg, cfg.nr, along_width=not trans_b)
     # Small products read A in place; B too, unless op(B) = Bᵀ, whose rows are columns of B
     # and are packed one strip at a time (see `_packed_strip`).
-    direct = _shared_direct_kernels(module, tag, cfg, padded=bool(trans_b)) if cfg.direct_volume else None
+    direct = _shared_direct_kernels(module, tag, cfg, bool(trans_b), external_kernels) if cfg.direct_volume else None
     _emit_driver(fn, cfg, kernels, pack_a, pack_b, bool(trans_a), bool(trans_b), direct)
     return fn
 
 
-def _shared(module: ir.Module, name: str, emit) -> ir.Function:
-    """The module's function ``name``, emitted by ``emit(name)`` on first use."""
+def _shared(module: ir.Module, name: str, emit, signature=None) -> ir.Function:
+    """The module's function ``name``, emitted by ``emit(name)`` on first use, or with a
+    ``signature`` (argument types, ``noalias`` arguments) declared, for another module to define."""
     existing = module.globals.get(name)
-    return existing if existing is not None else emit(name)
+    if existing is not None:
+        return existing
+    if signature is None:
+        return emit(name)
+    arg_types, noalias = signature
+    fn = ir.Function(module, ir.FunctionType(_VOID, arg_types), name=name)
+    for index in noalias:
+        fn.args[index].add_attribute("noalias")
+    return fn
 
 
-def _shared_kernels(module: ir.Module, tag: str, cfg: MatmulConfig) -> list[tuple[int, ir.Function]]:
-    """(tile height, micro-kernel) pairs, shortest first: the edge kernels, then the full tile."""
+def _shared_kernels(
+    module: ir.Module, tag: str, cfg: MatmulConfig, declared: bool = False
+) -> list[tuple[int, ir.Function]]:
+    """(tile height, micro-kernel) pairs, shortest first: the edge kernels, then the full tile;
+    ``declared`` declares them (see `_shared`)."""
+    signature = _micro_kernel_signature(cfg) if declared else None
     kernels = []
     for rows, sets in [*_edge_kernels(cfg), (cfg.mr, 1)]:
         name = f"{MICRO_KERNEL_PREFIX}{tag}.u{cfg.unroll}.r{rows}s{sets}"
-        kernels.append(
-            (rows, _shared(module, name, lambda n, r=rows, s=sets: _emit_micro_kernel(module, n, cfg, r, s)))
-        )
+        emit = lambda n, r=rows, s=sets: _emit_micro_kernel(module, n, cfg, r, s)  # noqa: E731
+        kernels.append((rows, _shared(module, name, emit, signature)))
     return kernels
 
 
-def _shared_direct_kernels(module: ir.Module, tag: str, cfg: MatmulConfig, padded: bool):
+def _shared_direct_kernels(module: ir.Module, tag: str, cfg: MatmulConfig, padded: bool, declared: bool = False):
     """The kernels on unpacked A: the full tile, and (height, clamped kernel) pairs as
     `_shared_kernels` lists them for the last rows of a product; ``padded`` ones read B from
-    a zero-padded panel (see `_emit_direct_kernel`)."""
+    a zero-padded panel (see `_emit_direct_kernel`); ``declared`` declares them."""
+    signature = _direct_kernel_signature(cfg) if declared else None
 
     def kernel(rows: int, sets: int, clamped: bool) -> ir.Function:
         suffix = f"{'.clamped' if clamped else ''}{'.padded' if padded else ''}"
         name = f"matmul.direct.{tag}.u{cfg.unroll}.r{rows}s{sets}{suffix}"
-        return _shared(module, name, lambda n: _emit_direct_kernel(module, n, cfg, rows, sets, clamped, padded))
+        emit = lambda n: _emit_direct_kernel(module, n, cfg, rows, sets, clamped, padded)  # noqa: E731
+        return _shared(module, name, emit, signature)
 
     edges = [(rows, kernel(rows, sets, True)) for rows, sets in [*_edge_kernels(cfg), (cfg.mr, 1)]]
     return kernel(cfg.mr, 1, False), edges
+
+
+# The kernels that every variant of a dtype calls, by the part of the library that holds them
+# (see `emit_kernel_part`): the packed-panel micro-kernels, and the kernels on unpacked
+# operands, which read B in place or from a zero-padded panel (op(B) = Bᵀ).
+KERNEL_PARTS = {
+    "kernels": lambda module, tag, cfg: [fn for _, fn in _shared_kernels(module, tag, cfg)],
+    "direct": lambda module, tag, cfg: _direct_functions(_shared_direct_kernels(module, tag, cfg, padded=False)),
+    "direct.padded": lambda module, tag, cfg: _direct_functions(_shared_direct_kernels(module, tag, cfg, padded=True)),
+}
+
+
+def _direct_functions(direct) -> list[ir.Function]:
+    full, edges = direct
+    return list(dict.fromkeys([full, *(fn for _, fn in edges)]))
+
+
+def kernel_parts(dtype: str, trans_b: bool, config: MatmulConfig | None = None) -> tuple[str, ...]:
+    """The parts of `KERNEL_PARTS` that a variant emitted with ``external_kernels`` links to.
+
+    >>> kernel_parts("float32", trans_b=True)
+    ('kernels', 'direct.padded')
+    """
+    cfg = _checked_config(dtype, config)
+    if not cfg.direct_volume:
+        return ("kernels",)
+    return ("kernels", "direct.padded" if trans_b else "direct")
+
+
+def emit_kernel_part(module: ir.Module, dtype: str, part: str, config: MatmulConfig | None = None) -> list[ir.Function]:
+    """Add one part of the kernels shared by the variants of ``dtype`` (a key of
+    `KERNEL_PARTS`), exported under the names that `emit_matmul` declares with
+    ``external_kernels``; return its functions.
+
+    The kernels are most of a variant's code and the same in every variant of a dtype, so
+    a library of variants compiles them once, in modules of their own.
+
+    >>> m = ir.Module()
+    >>> names = [fn.name for fn in emit_kernel_part(m, "float64", "kernels")]
+    >>> all(name.startswith("matmul.kernel.float64.") for name in names), m.get_global(names[0]).linkage
+    (True, '')
+    """
+    if part not in KERNEL_PARTS:
+        raise ValueError(f"part must be one of {sorted(KERNEL_PARTS)}, got {part!r}")
+    cfg = _checked_config(dtype, config)
+    functions = KERNEL_PARTS[part](module, f"{cfg.dtype}.{cfg.mr}x{cfg.nr_vectors}x{cfg.lanes}", cfg)
+    for fn in functions:
+        fn.linkage = ""  # external: the variants' modules call them
+    return functions
 
 
 def _shared_pack(module: ir.Module, tag: str, cfg: MatmulConfig, width: int, along_width: bool) -> ir.Function:

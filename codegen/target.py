@@ -228,6 +228,7 @@ def optimize(
     vectorize: bool = True,
     interprocedural: bool = True,
     as_written: tuple[str, ...] = (),
+    unroll: bool = True,
     machine: llvm.TargetMachine | None = None,
 ) -> llvm.ModuleRef:
     """Run LLVM's default per-module pipeline on the module, in place.
@@ -248,6 +249,9 @@ def optimize(
         Functions whose names start with one of these are left to code generation alone
         (with ``interprocedural=False``): code written vectorised and register-blocked by
         hand, which the optimiser would only re-derive, at a cost.
+    unroll : bool
+        False turns off LLVM's own choice of loops to unroll (fully or partly); loops whose
+        metadata asks for unrolling (``llvm.loop.unroll.count``, ``.full``) still are.
     machine : llvmlite.binding.TargetMachine, optional
         Defaults to `host_target_machine`.
 
@@ -269,6 +273,7 @@ def optimize(
     tuning = llvm.create_pipeline_tuning_options(speed_level=speed_level)
     tuning.loop_vectorization = vectorize
     tuning.slp_vectorization = vectorize
+    tuning.loop_unrolling = unroll
     builder = llvm.create_pass_builder(machine, tuning)
     if interprocedural:
         if as_written:

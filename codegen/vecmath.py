@@ -36,7 +36,7 @@ from decimal import Decimal, localcontext
 
 import llvmlite.ir as ir
 
-__all__ = ["exp", "log", "tanh", "sigmoid", "sqrt", "pow", "powi", "UNARY_FUNCTIONS", "emit_unary"]
+__all__ = ["exp", "log", "tanh", "sigmoid", "sqrt", "pow", "powi", "UNARY_FUNCTIONS", "emit_unary", "intrinsic_suffix"]
 
 
 # --------------------------------------------------------------------------- constants
@@ -120,6 +120,21 @@ _DOUBLE = _Format(bits=64, mantissa_bits=52, exponent_bias=1023, ln2_hi_bits=40)
 # --------------------------------------------------------------------------- emitter
 
 
+def intrinsic_suffix(ty: ir.Type) -> str:
+    """The suffix of an overloaded LLVM intrinsic's name for a float type or a vector of one
+    (llvmlite's ``declare_intrinsic`` does not name vector types).
+
+    >>> intrinsic_suffix(ir.FloatType()), intrinsic_suffix(ir.VectorType(ir.DoubleType(), 4))
+    ('f32', 'v4f64')
+    """
+    lanes = ty.count if isinstance(ty, ir.VectorType) else None
+    element = ty.element if lanes else ty
+    names = {ir.FloatType: "f32", ir.DoubleType: "f64"}
+    if type(element) not in names:
+        raise TypeError(f"vector math needs float, double or a vector of them, got {ty}")
+    return f"v{lanes}{names[type(element)]}" if lanes else names[type(element)]
+
+
 class _Emitter:
     """Typed helpers around one builder for one float/double (vector) type."""
 
@@ -132,18 +147,12 @@ class _Emitter:
             raise TypeError(f"value must be an llvmlite.ir.Value, got {type(value).__name__}")
         ty = value.type
         lanes = ty.count if isinstance(ty, ir.VectorType) else None
-        element = ty.element if lanes else ty
-        if isinstance(element, ir.FloatType):
-            self.fmt, suffix = _FLOAT, "f32"
-        elif isinstance(element, ir.DoubleType):
-            self.fmt, suffix = _DOUBLE, "f64"
-        else:
-            raise TypeError(f"vector math needs float, double or a vector of them, got {ty}")
+        self.suffix = intrinsic_suffix(ty)
+        self.fmt = _DOUBLE if self.suffix.endswith("f64") else _FLOAT
         int_element = ir.IntType(self.fmt.bits)
         self.b = builder
         self.ty = ty
         self.int_ty = ir.VectorType(int_element, lanes) if lanes else int_element
-        self.suffix = f"v{lanes}{suffix}" if lanes else suffix
         self.module = builder.module
 
     # constants and intrinsics

@@ -4,12 +4,13 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from codegen import cache
-from codegen.jit import CompileOptions, compile_ir
+from codegen.jit import CompileOptions, compile_ir, compile_keyed, store_keyed
 from codegen.objfile import read_symbols
 from codegen.target import TargetSpec, host_spec
 
@@ -170,3 +171,20 @@ def test_clear_removes_entries(vadd_ir, cache_dir):
     assert cache.clear() == 1
     assert _entries(cache_dir) == []
     assert compile_ir(vadd_ir).from_cache is False
+
+
+def test_store_keyed_fills_the_cache_and_loads_nothing(vadd_ir, cache_dir, monkeypatch):
+    built = []
+
+    def build():
+        built.append(1)
+        return vadd_ir
+
+    identity = f"store_keyed test {uuid.uuid4()}"
+    assert store_keyed(identity, build) is True
+    assert store_keyed(identity, build) is False  # there already: not built again
+    assert len(built) == 1 and len(_entries(cache_dir)) == 1
+    loaded = compile_keyed(identity, build)
+    assert loaded.from_cache and len(built) == 1 and "vadd" in loaded.functions
+    monkeypatch.setenv(cache.ENABLE_VAR, "0")
+    assert store_keyed(f"{identity} again", build) is False and len(built) == 1

@@ -1,15 +1,22 @@
-"""The kernel library's helper process: it compiles the variants a program calls into the
-disk cache while the program compiles, and the two processes split the variants."""
+"""The kernel library's helper process: it compiles the modules a program calls (variants
+and the kernel parts they link to) into the disk cache while the program compiles, and the
+two processes split the modules."""
 
+import ctypes
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import llvmlite.binding as llvm
+import llvmlite.ir as ir
+import numpy as np
 import pytest
 
 from codegen import cache, library
+from codegen.matmul import MatmulKernels, emit_kernel_part, matmul_workspace_size
 
 CHILD = r"""
 import json, sys, time
@@ -47,7 +54,8 @@ def run_child(tmp_path, mode: str, **env) -> tuple[dict, str]:
 
 def test_a_cold_compile_shares_the_variants_with_a_helper(tmp_path):
     result, log = run_child(tmp_path, "normal")
-    assert "library helper" in log and "compiles float64:nn, float64:nt, float64:tn" in log
+    units = "float64:kernels, float64:direct, float64:direct.padded, float64:nn, float64:nt, float64:tn"
+    assert "library helper" in log and f"compiles {units}" in log
     assert {"sbp_matmul_float64_nn", "sbp_matmul_float64_nt", "sbp_matmul_float64_tn"} <= set(result["loaded"])
     assert not list(tmp_path.glob("*.claim-*"))  # every claim released
     # A second process finds everything in the cache: no helper, nothing compiled.
@@ -84,3 +92,50 @@ def test_a_claim_is_taken_once_per_group_until_released(tmp_path, monkeypatch, g
     cache.release(key, group)
     assert cache.claim(key, group)
     assert cache.clear() == 2 and not list(tmp_path.iterdir())
+
+
+def test_variants_link_to_the_kernel_parts_they_share():
+    # Parts first, each once, then the variants: nn and tn share the kernels on unpacked
+    # operands, nt reads B from a padded panel.
+    units = library._units([("float32", True, False), ("float32", False, True), ("float32", False, False)])
+    assert units == [
+        "float32:kernels",
+        "float32:direct",
+        "float32:direct.padded",
+        "float32:nn",
+        "float32:nt",
+        "float32:tn",
+    ]
+    variant_ir = library._unit_ir("float64:nt")
+    part_ir = library._unit_ir("float64:direct.padded")
+    exported = re.findall(r'define void @"(matmul\.direct\.[^"]+)"', part_ir)
+    assert exported and "define internal" not in part_ir
+    for name in exported:  # each only declared by the variant that calls it
+        assert f'declare void @"{name}"' in variant_ir
+    assert 'define void @"matmul.' not in variant_ir
+
+
+# void f(M, N, K, A, lda, B, ldb, C, ldc, accumulate, work)
+MATMUL_CALL = ctypes.CFUNCTYPE(
+    None, *[ctypes.c_int64] * 3, *[ctypes.c_void_p, ctypes.c_int64] * 3, ctypes.c_int32, ctypes.c_void_p
+)
+
+
+@pytest.mark.parametrize("trans_a, trans_b", [(False, True), (True, False)])
+def test_a_variant_on_its_parts_equals_one_module_with_everything(trans_a, trans_b):
+    library.load_variants([("float64", trans_a, trans_b)])
+    run = MATMUL_CALL(llvm.address_of_symbol(library.matmul_symbol("float64", trans_a, trans_b)))
+    whole = MatmulKernels("float64", use_cache=False)  # the same kernels, all in one module
+    rng = np.random.default_rng(1)
+    for m, n, k in [(1, 1, 1), (7, 3, 5), (48, 10, 64), (130, 70, 90)]:
+        a = rng.standard_normal((k, m) if trans_a else (m, k))
+        b = rng.standard_normal((n, k) if trans_b else (k, n))
+        got = np.empty((m, n))
+        work = np.empty(matmul_workspace_size(m, n, k, "float64"))
+        run(m, n, k, a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], got.ctypes.data, n, 0, work.ctypes.data)
+        np.testing.assert_array_equal(got, whole(a, b, trans_a=trans_a, trans_b=trans_b))
+
+
+def test_an_unknown_kernel_part_is_refused():
+    with pytest.raises(ValueError, match="part must be one of"):
+        emit_kernel_part(ir.Module(), "float32", "micro")
