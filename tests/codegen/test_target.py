@@ -107,3 +107,36 @@ def test_per_function_pipeline_simplifies_each_function_without_inlining():
 def test_as_written_needs_the_per_function_pipeline():
     with pytest.raises(ValueError, match="interprocedural=False"):
         optimize(llvm.parse_assembly(_TWO_FUNCTIONS), as_written=("kept.",))
+
+
+# x[i] = x[i] * 3 for i < 16 (a constant count), and the same loop asking to be unrolled twice.
+_CONSTANT_LOOP = """
+define void @{name}(ptr noalias %x) {{
+entry:
+  br label %loop
+loop:
+  %i = phi i64 [ 0, %entry ], [ %next, %loop ]
+  %p = getelementptr float, ptr %x, i64 %i
+  %v = load float, ptr %p, align 4
+  %w = fmul float %v, 3.0
+  store float %w, ptr %p, align 4
+  %next = add i64 %i, 1
+  %more = icmp slt i64 %next, 16
+  br i1 %more, label %loop, label %exit{hint}
+exit:
+  ret void
+}}
+{metadata}
+"""
+
+
+def _stores(name: str, unroll: bool, hint: str = "", metadata: str = "") -> int:
+    module = llvm.parse_assembly(_CONSTANT_LOOP.format(name=name, hint=hint, metadata=metadata))
+    return _body(optimize(module, vectorize=False, unroll=unroll), name).count("store float")
+
+
+def test_unrolling_left_to_llvm_or_only_where_a_loop_asks():
+    assert _stores("free", unroll=True) == 16  # LLVM's choice: a constant count, fully unrolled
+    assert _stores("kept", unroll=False) == 1  # no unrolling but where asked
+    asked = ", !llvm.loop !0", '!0 = distinct !{!0, !1}\n!1 = !{!"llvm.loop.unroll.count", i32 2}'
+    assert _stores("asked", False, *asked) == 2
