@@ -42,7 +42,7 @@ import llvmlite.ir as ir
 from . import cache, collector, debug
 from .jit import CompiledModule, CompileOptions, compile_keyed, keyed_cache_key, store_keyed
 from .matmul import KERNEL_PARTS, MICRO_KERNEL_PREFIX, emit_kernel_part, emit_matmul, kernel_parts, matmul_function_type
-from .parallel import parallel_matmul
+from .parallel import EPILOGUE_FN, parallel_matmul
 
 DTYPES = ("float32", "float64")
 # The library is written vectorised and split into the functions it should run as: each
@@ -52,17 +52,23 @@ DTYPES = ("float32", "float64")
 # of 0.56-0.78 s (float32 nn, nt, tn and float64 nn), its products as fast from 32 to 128.
 LIBRARY_OPTIONS = CompileOptions(vectorize=False, interprocedural=False, as_written=(MICRO_KERNEL_PREFIX,))
 _lock = threading.Lock()
+# The arguments that the entry points with an epilogue take after the product's: the map of
+# a block (or null) and its context.
+EPILOGUE_ARGUMENTS = (EPILOGUE_FN.as_pointer(), ir.IntType(8).as_pointer())
 
 
-def matmul_symbol(dtype: str, trans_a: bool, trans_b: bool, one_thread: bool = False) -> str:
+def matmul_symbol(dtype: str, trans_a: bool, trans_b: bool, one_thread: bool = False, epilogue: bool = False) -> str:
     """The exported name of one matmul variant: its entry point, which splits large products
-    between the threads, or with ``one_thread`` the kernel itself, for the programs' own
-    splits (a product whose result a map reads, see `codegen.emit`).
+    between the threads; with ``epilogue``, the same taking a map to run on each block of the
+    result (`codegen.parallel.parallel_matmul`); with ``one_thread``, the kernel itself, for
+    the programs' own splits (the halves of a batch, see `codegen.emit`).
 
     >>> matmul_symbol("float32", False, True), matmul_symbol("float64", True, False, one_thread=True)
     ('sbp_matmul_float32_nt', 'sbp_matmul_float64_tn_one_thread')
+    >>> matmul_symbol("float32", False, False, epilogue=True)
+    'sbp_matmul_float32_nn_epilogue'
     """
-    suffix = "_one_thread" if one_thread else ""
+    suffix = "_one_thread" if one_thread else "_epilogue" if epilogue else ""
     return f"sbp_matmul_{dtype}_{'t' if trans_a else 'n'}{'t' if trans_b else 'n'}{suffix}"
 
 
@@ -102,11 +108,13 @@ def _unit_ir(unit: str) -> str:
         trans_a, trans_b = (letter == "t" for letter in name)
         one_thread = matmul_symbol(dtype, trans_a, trans_b, one_thread=True)
         kernel = emit_matmul(module, one_thread, dtype, trans_a, trans_b, external_kernels=True)
-        wrapper = parallel_matmul(module, kernel, dtype, trans_a, trans_b)
-        exported = ir.Function(module, wrapper.function_type, name=matmul_symbol(dtype, trans_a, trans_b))
-        builder = ir.IRBuilder(exported.append_basic_block("entry"))
-        builder.call(wrapper, list(exported.args))
-        builder.ret_void()
+        for epilogue in (False, True):
+            wrapper = parallel_matmul(module, kernel, dtype, trans_a, trans_b, epilogue=epilogue)
+            name = matmul_symbol(dtype, trans_a, trans_b, epilogue=epilogue)
+            exported = ir.Function(module, wrapper.function_type, name=name)
+            builder = ir.IRBuilder(exported.append_basic_block("entry"))
+            builder.call(wrapper, list(exported.args))
+            builder.ret_void()
         return str(module)
 
 
@@ -267,16 +275,20 @@ def loaded() -> list[str]:
 
 
 def declare_matmul(
-    module: ir.Module, dtype: str, trans_a: bool, trans_b: bool, one_thread: bool = False
+    module: ir.Module, dtype: str, trans_a: bool, trans_b: bool, one_thread: bool = False, epilogue: bool = False
 ) -> ir.Function:
-    """Declare one library matmul in a program's module: the entry point, or with
-    ``one_thread`` the kernel that runs on the calling thread. The variant must be loaded
-    (`load_variant`) before the program's code is."""
-    name = matmul_symbol(dtype, trans_a, trans_b, one_thread)
+    """Declare one library matmul in a program's module: the entry point, with ``epilogue``
+    the one taking a map of each block, or with ``one_thread`` the kernel that runs on the
+    calling thread (see `matmul_symbol`). The variant must be loaded (`load_variants`)
+    before the program's code is."""
+    name = matmul_symbol(dtype, trans_a, trans_b, one_thread, epilogue)
     existing = module.globals.get(name)
     if existing is not None:
         return existing
-    return ir.Function(module, matmul_function_type(dtype), name=name)
+    function_type = matmul_function_type(dtype)
+    if epilogue:
+        function_type = ir.FunctionType(function_type.return_type, [*function_type.args, *EPILOGUE_ARGUMENTS])
+    return ir.Function(module, function_type, name=name)
 
 
 def _main(arguments: list[str]) -> None:

@@ -825,7 +825,8 @@ def parallel_matmul(
     trans_a: bool,
     trans_b: bool,
     config: MatmulConfig | None = None,
-    epilogue: ir.Function | None = None,
+    *,
+    epilogue: bool = False,
 ) -> ir.Function:
     """A function with ``kernel``'s signature that splits large products between two threads.
 
@@ -835,12 +836,15 @@ def parallel_matmul(
     otherwise it cuts C into `CHUNKS` chunks of columns (whole micro-kernel tiles; rows when
     C has more rows than columns) and hands them to ``sbp_parallel_for``. The ``work``
     argument must hold `matmul_workspace_elements` elements. The wrapper is emitted once
-    per kernel (and epilogue) and module.
+    per kernel and module.
 
-    With an ``epilogue``, ``void (i8* ctx, i64 row, i64 rows, i64 col, i64 cols)``, the
-    wrapper takes one more argument, ``ctx``, and calls the epilogue on each block of C
-    right after the kernel computed it, in the same thread: a map of the product's result
-    then reads it from that core's cache, and is split as the product is.
+    With ``epilogue``, the wrapper takes two more arguments: a function of `EPILOGUE_FN`,
+    ``void (i8* ctx, i64 row, i64 rows, i64 col, i64 cols)``, or null, and its ``ctx``. It
+    calls the function on each block of C right after the kernel computed it, in the same
+    thread: a map of the product's result then reads it from that core's cache, and is
+    split as the product is. The function is an argument rather than a callee emitted into
+    a wrapper of its own, so that one wrapper in the kernel library serves every program's
+    maps (each such wrapper was some 250 instructions of every program's code).
 
     Examples
     --------
@@ -849,19 +853,28 @@ def parallel_matmul(
     >>> kernel = emit_matmul(module, "mm", "float32", False, False)
     >>> parallel_matmul(module, kernel, "float32", False, False).name
     'mm.parallel'
-    >>> epilogue = ir.Function(module, EPILOGUE_FN, "scale_block")
-    >>> wrapper = parallel_matmul(module, kernel, "float32", False, False, epilogue=epilogue)
+    >>> wrapper = parallel_matmul(module, kernel, "float32", False, False, epilogue=True)
     >>> wrapper.name, len(wrapper.args)
-    ('mm.parallel.scale_block', 12)
+    ('mm.parallel.epilogue', 13)
     """
-    name = f"{kernel.name}.parallel" + (f".{epilogue.name}" if epilogue is not None else "")
-    existing = module.globals.get(name)
-    if existing is not None:
-        return existing
-    cfg = config or matmul_config(dtype)
-    context = _context_type(dtype)
-    chunk = _emit_chunk(module, f"{name}.chunk", kernel, context, bool(trans_a), bool(trans_b), epilogue)
-    return _emit_dispatch(module, name, kernel, chunk, context, cfg, epilogue)
+    name = f"{kernel.name}.parallel"
+    split = module.globals.get(f"{name}.epilogue")
+    if split is None:
+        cfg = config or matmul_config(dtype)
+        context = _context_type(dtype)
+        chunk = _emit_chunk(module, f"{name}.chunk", kernel, context, bool(trans_a), bool(trans_b))
+        split = _emit_dispatch(module, f"{name}.epilogue", kernel, chunk, context, cfg)
+    if epilogue:
+        return split
+    plain = module.globals.get(name)
+    if plain is None:  # the same, with no epilogue
+        plain = ir.Function(module, kernel.function_type, name)
+        plain.linkage = "internal"
+        plain.attributes.add("nounwind")
+        b = ir.IRBuilder(plain.append_basic_block("entry"))
+        b.call(split, [*plain.args, ir.Constant(EPILOGUE_FN.as_pointer(), None), ir.Constant(_PTR, None)])
+        b.ret_void()
+    return plain
 
 
 def chunk_function(module: ir.Module, name: str) -> ir.Function:
@@ -903,9 +916,10 @@ def emit_parallel_for(b: ir.IRBuilder, chunk: ir.Function, ctx: ir.Value, count:
 
 def _context_type(dtype: str) -> ir.LiteralStructType:
     """The kernel's eleven arguments, then: split by rows, chunk width, workspace per thread,
-    the epilogue's context (null without one)."""
+    the epilogue and its context (both null without one)."""
     t = llvm_float_type(dtype).as_pointer()
-    return ir.LiteralStructType([_I64, _I64, _I64, t, _I64, t, _I64, t, _I64, _I32, t, _I1, _I64, _I64, _PTR])
+    epilogue = EPILOGUE_FN.as_pointer()
+    return ir.LiteralStructType([_I64, _I64, _I64, t, _I64, t, _I64, t, _I64, _I32, t, _I1, _I64, _I64, epilogue, _PTR])
 
 
 def _hook_global(module: ir.Module) -> ir.GlobalVariable:
@@ -913,7 +927,7 @@ def _hook_global(module: ir.Module) -> ir.GlobalVariable:
     return existing if existing is not None else ir.GlobalVariable(module, _PTR, HOOK_SYMBOL)
 
 
-def _emit_chunk(module, name: str, kernel, context, trans_a: bool, trans_b: bool, epilogue) -> ir.Function:
+def _emit_chunk(module, name: str, kernel, context, trans_a: bool, trans_b: bool) -> ir.Function:
     """``void name(ctx, index, thread)``: the kernel on chunk ``index``, with ``thread``'s
     workspace, then the epilogue (if any) on the chunk's block of C.
 
@@ -926,7 +940,7 @@ def _emit_chunk(module, name: str, kernel, context, trans_a: bool, trans_b: bool
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     raw, index, thread = fn.args
     ctx = b.bitcast(raw, context.as_pointer())
-    m, n, k, a, lda, bm, ldb, c, ldc, accumulate, work, by_rows, width, stride, epilogue_ctx = (
+    m, n, k, a, lda, bm, ldb, c, ldc, accumulate, work, by_rows, width, stride, epilogue, epilogue_ctx = (
         b.load(b.gep(ctx, [ir.Constant(_I32, 0), ir.Constant(_I32, i)])) for i in range(len(context.elements))
     )
     start = b.mul(index, width)
@@ -946,21 +960,22 @@ def _emit_chunk(module, name: str, kernel, context, trans_a: bool, trans_b: bool
     own_work = b.gep(work, [b.mul(thread, stride)])
     args = [rows, cols, k, b.gep(a, [a_offset]), lda, b.gep(bm, [b_offset]), ldb, b.gep(c, [c_offset]), ldc]
     b.call(kernel, [*args, accumulate, own_work])
-    if epilogue is not None:
+    with b.if_then(b.icmp_unsigned("!=", epilogue, ir.Constant(epilogue.type, None))):
         b.call(epilogue, [epilogue_ctx, b.select(by_rows, start, zero), rows, b.select(by_rows, zero, start), cols])
     b.ret_void()
     return fn
 
 
-def _emit_dispatch(module, name: str, kernel, chunk, context, cfg: MatmulConfig, epilogue) -> ir.Function:
-    """The wrapper: a direct call, or the chunks of the product through the hook."""
-    extra = [_PTR] if epilogue is not None else []
+def _emit_dispatch(module, name: str, kernel, chunk, context, cfg: MatmulConfig) -> ir.Function:
+    """The wrapper: a direct call, or the chunks of the product through the hook; then or in
+    each chunk, the epilogue (its last two arguments) unless it is null."""
+    extra = [EPILOGUE_FN.as_pointer(), _PTR]
     fn = ir.Function(module, ir.FunctionType(_VOID, [*kernel.function_type.args, *extra]), name)
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     product_args = list(fn.args[:11])
-    epilogue_ctx = fn.args[11] if epilogue is not None else ir.Constant(_PTR, None)
+    epilogue, epilogue_ctx = fn.args[11:]
     m, n, k = fn.args[:3]
     hook = b.load_atomic(_hook_global(module), "monotonic", 8)
     by_rows = b.icmp_signed(">", m, n)
@@ -973,7 +988,7 @@ def _emit_dispatch(module, name: str, kernel, chunk, context, cfg: MatmulConfig,
     b.cbranch(split, parallel, direct)
     b.position_at_end(direct)
     b.call(kernel, product_args)
-    if epilogue is not None:
+    with b.if_then(b.icmp_unsigned("!=", epilogue, ir.Constant(epilogue.type, None))):
         b.call(epilogue, [epilogue_ctx, ir.Constant(_I64, 0), m, ir.Constant(_I64, 0), n])
     b.ret_void()
     b.position_at_end(parallel)
@@ -984,7 +999,7 @@ def _emit_dispatch(module, name: str, kernel, chunk, context, cfg: MatmulConfig,
     chunk_n = b.select(by_rows, n, width)
     stride = workspace_size_ir(b, chunk_m, chunk_n, k, cfg)
     ctx = b.alloca(context)
-    for index, value in enumerate([*product_args, by_rows, width, stride, epilogue_ctx]):
+    for index, value in enumerate([*product_args, by_rows, width, stride, epilogue, epilogue_ctx]):
         b.store(value, b.gep(ctx, [ir.Constant(_I32, 0), ir.Constant(_I32, index)]))
     target = b.bitcast(hook, _HOOK_FN.as_pointer())
     long_job = at_least_flops(b, m, n, k, LONG_FLOPS)
