@@ -416,6 +416,47 @@ def _compile_or_load(
     return compiled
 
 
+def load_cached_keyed(identities: list[str], *, options: CompileOptions | None = None) -> list[CompiledModule] | None:
+    """The cached object code of every identity (filed by `compile_keyed`), loaded into one
+    execution engine, or None (and nothing loaded) if any is missing from the cache.
+
+    The objects may call each other's functions: the engine links them. One engine for a
+    group saves about 0.7 ms per module over one engine each (a warm start of a training
+    step loads six of the kernel library's modules).
+    """
+    options = _checked_options(options)
+    if not cache.cache_enabled():
+        return None
+    keys = [keyed_cache_key(identity, options) for identity in identities]
+    with _LLVM_LOCK:
+        cached = [_cached_object(key) for key in keys]
+        if any(entry is None for entry in cached):
+            return None
+        timings: dict[str, float] = {}
+        with debug.stage("load", timings):
+            engine = _new_engine()  # first: it makes the process's own symbols visible
+            defined = {name for _, symbols in cached for name in symbols.functions}
+            missing = tuple(
+                sorted(
+                    {
+                        name
+                        for _, symbols in cached
+                        for name in symbols.undefined
+                        if name not in defined and name not in _LOADER_SYMBOLS and llvm.address_of_symbol(name) is None
+                    }
+                )
+            )
+            if missing:
+                raise UnresolvedSymbolError(missing)
+            for object_code, _ in cached:
+                engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
+            engine.finalize_object()
+    return [
+        CompiledModule("", options, object_code, symbols, engine, key, True, timings)
+        for key, (object_code, symbols) in zip(keys, cached)
+    ]
+
+
 def _cached_object(key: str) -> tuple[bytes, ObjectSymbols] | None:
     """Return cached object code and its symbols, or None on a miss or a damaged entry."""
     object_code = cache.load(key, validate=read_symbols)

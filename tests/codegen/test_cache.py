@@ -1,5 +1,6 @@
 """The on-disk object-code cache: hits across processes, keys, damaged files, switches."""
 
+import ctypes
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from codegen import cache
-from codegen.jit import CompileOptions, compile_ir, compile_keyed, store_keyed
+from codegen.jit import CompileOptions, UnresolvedSymbolError, compile_ir, compile_keyed, load_cached_keyed, store_keyed
 from codegen.objfile import read_symbols
 from codegen.target import TargetSpec, host_spec
 
@@ -188,3 +189,29 @@ def test_store_keyed_fills_the_cache_and_loads_nothing(vadd_ir, cache_dir, monke
     assert loaded.from_cache and len(built) == 1 and "vadd" in loaded.functions
     monkeypatch.setenv(cache.ENABLE_VAR, "0")
     assert store_keyed(f"{identity} again", build) is False and len(built) == 1
+
+
+_CALLER = """
+declare i64 @{callee}(i64)
+define i64 @{caller}(i64 %x) {{
+  %y = call i64 @{callee}(i64 %x)
+  %z = add i64 %y, 1
+  ret i64 %z
+}}
+"""
+_CALLEE = "define i64 @{callee}(i64 %x) {{\n  %y = mul i64 %x, 3\n  ret i64 %y\n}}\n"
+
+
+def test_a_cached_group_loads_into_one_engine_that_links_it(cache_dir):
+    tag = uuid.uuid4().hex[:8]
+    names = {"caller": f"caller_{tag}", "callee": f"callee_{tag}"}
+    identities = [f"group test {tag} callee", f"group test {tag} caller"]
+    assert load_cached_keyed(identities) is None  # nothing cached: nothing loaded
+    store_keyed(identities[0], lambda: _CALLEE.format(**names))
+    assert load_cached_keyed(identities) is None  # one of the two missing
+    store_keyed(identities[1], lambda: _CALLER.format(**names))
+    callee, caller = load_cached_keyed(identities)
+    assert callee.from_cache and callee.functions == (names["callee"],) and caller.functions == (names["caller"],)
+    assert caller.function(names["caller"], ctypes.c_int64, ctypes.c_int64)(14) == 43
+    with pytest.raises(UnresolvedSymbolError, match=names["callee"]):
+        load_cached_keyed(identities[1:])  # the caller alone: its callee is not in the process
