@@ -1001,7 +1001,7 @@ def _reduction(kb: KernelBuilder, kernel, value_at, vector_at=None) -> None:
     start, combine = REDUCTIONS[kernel.op]
     identity = ir.Constant(element_type(kernel.out.dtype), start)
     columns = int(kernel.inner) if isinstance(kernel.inner, (int, sympy.Integer)) else 0
-    lanes = matmul_config(kernel.out.dtype).lanes if kernel.out.dtype in ("float32", "float64") else 1
+    lanes = matmul_config(kernel.out.dtype).lanes if kernel.out.dtype in ("float32", "float64") else 0
     if vector_at is not None and 1 < columns <= REGISTER_VECTORS * lanes:
         _columns_in_vectors(kb, kernel, vector_at, identity, combine, lanes)
         return

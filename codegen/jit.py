@@ -35,6 +35,7 @@ __all__ = [
     "compile_ir",
     "compile_keyed",
     "store_keyed",
+    "load_cached_keyed",
 ]
 
 # Symbols that MCJIT's loader (RuntimeDyld) defines itself rather than looking up.
