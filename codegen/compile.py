@@ -121,7 +121,7 @@ def cached_build(kind, targets, inputs, params, options, build):
     with debug.stage("rewrite, lower and emit", timings), collector.paused():
         program, module = build()
         ir_text = str(module)
-    debug.log(1, f"kernel program:\n{program}")
+    debug.log(1, lambda: f"kernel program:\n{program}")
     program_cache.store(key, program, ir_text, inputs, params)
     return program, ir_text
 

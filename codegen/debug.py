@@ -36,10 +36,15 @@ def debug_level() -> int:
         return 0
 
 
-def log(level: int, message: str) -> None:
-    """Print ``message`` to stderr when the debug level is at least ``level``."""
+def log(level: int, message) -> None:
+    """Print ``message`` to stderr when the debug level is at least ``level``; a callable
+    ``message`` is called for the text only then (a program printed as text takes 8 ms).
+
+    >>> log(4, lambda: 1 / 0)  # level 4 is never on: the message is not made
+    """
     if debug_level() >= level:
-        print(f"[symbackprop] {message}", file=sys.stderr, flush=True)
+        text = message() if callable(message) else message
+        print(f"[symbackprop] {text}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
