@@ -22,7 +22,9 @@ process emits and compiles the program. `load_variants` then compiles, last to f
 the helper has not started, loads them all in order and waits for the ones the helper is
 still compiling; each process claims a module in the cache (`codegen.cache.claim`) before
 compiling it, so that the two meet in the middle. ``SYMBACKPROP_COMPILE_HELPER=0`` (or a
-disabled cache) compiles everything in this process; so does a helper that fails.
+disabled cache) compiles everything in this process; so does a helper that fails. When
+every module is in the cache already (a warm start), they are loaded into one engine
+(`codegen.jit.load_cached_keyed`), which links them to each other.
 """
 
 from __future__ import annotations

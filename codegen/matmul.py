@@ -839,7 +839,7 @@ def emit_matmul(
     for index in (3, 5, 7, 10):
         fn.args[index].add_attribute("noalias")
     # The helpers depend only on the configuration, so every matmul of a module shares them.
-    tag = f"{cfg.dtype}.{cfg.mr}x{cfg.nr_vectors}x{cfg.lanes}"
+    tag = _tag(cfg)
     kernels = _shared_kernels(module, tag, cfg, external_kernels)
     # A packed panel is MR rows of op(A) read along k; it is contiguous along the panel
     # width exactly when A is stored transposed. Likewise B's NR columns when not transposed.
@@ -850,6 +850,11 @@ def emit_matmul(
     direct = _shared_direct_kernels(module, tag, cfg, bool(trans_b), external_kernels) if cfg.direct_volume else None
     _emit_driver(fn, cfg, kernels, pack_a, pack_b, bool(trans_a), bool(trans_b), direct)
     return fn
+
+
+def _tag(cfg: MatmulConfig) -> str:
+    """The part of the helpers' names that says which configuration they are for."""
+    return f"{cfg.dtype}.{cfg.mr}x{cfg.nr_vectors}x{cfg.lanes}"
 
 
 def _shared(module: ir.Module, name: str, emit, signature=None) -> ir.Function:
@@ -940,7 +945,7 @@ def emit_kernel_part(module: ir.Module, dtype: str, part: str, config: MatmulCon
     if part not in KERNEL_PARTS:
         raise ValueError(f"part must be one of {sorted(KERNEL_PARTS)}, got {part!r}")
     cfg = _checked_config(dtype, config)
-    functions = KERNEL_PARTS[part](module, f"{cfg.dtype}.{cfg.mr}x{cfg.nr_vectors}x{cfg.lanes}", cfg)
+    functions = KERNEL_PARTS[part](module, _tag(cfg), cfg)
     for fn in functions:
         fn.linkage = ""  # external: the variants' modules call them
     return functions
