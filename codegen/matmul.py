@@ -24,17 +24,21 @@ The scratch memory for the packed blocks is a caller-provided workspace (see
 from __future__ import annotations
 
 import ctypes
+import numbers
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import llvmlite.ir as ir
-import numpy as np
 
 from codegen.jit import compile_ir
-from codegen.loops import llvm_float_type, set_loop_hints
+from codegen.loops import FLOAT_DTYPES, float_dtype_name, llvm_float_type, set_loop_hints
 from codegen.target import TargetSpec, host_spec
+
+if TYPE_CHECKING:  # NumPy is imported where it is used: the kernel library's helper does not need it
+    import numpy as np
 
 __all__ = [
     "MatmulConfig",
@@ -118,7 +122,7 @@ class MatmulConfig:
     @property
     def itemsize(self) -> int:
         """Bytes per element."""
-        return np.dtype(self.dtype).itemsize
+        return FLOAT_DTYPES[self.dtype][1]
 
     @property
     def vector_bytes(self) -> int:
@@ -144,10 +148,9 @@ def matmul_config(dtype: str, spec: TargetSpec | None = None) -> MatmulConfig:
     >>> matmul_config("float64", TargetSpec("x86_64-unknown-linux-gnu", "skx", "+avx512f")).nr
     16
     """
-    dtype = np.dtype(dtype).name
-    llvm_float_type(dtype)  # rejects anything but float32 and float64
+    dtype = float_dtype_name(dtype)  # rejects anything but float32 and float64
     spec = spec or host_spec()
-    itemsize = np.dtype(dtype).itemsize
+    itemsize = FLOAT_DTYPES[dtype][1]
     lanes = spec.vector_bits // (8 * itemsize)
     mr = 12 if spec.vector_bits == 512 else 6
     nr = 2 * lanes
@@ -163,8 +166,8 @@ def _checked_config(dtype: str, config: MatmulConfig | None) -> MatmulConfig:
         return matmul_config(dtype)
     if not isinstance(config, MatmulConfig):
         raise TypeError(f"config must be a MatmulConfig, got {type(config).__name__}")
-    if np.dtype(config.dtype) != np.dtype(dtype):
-        raise ValueError(f"config is for {config.dtype}, not {np.dtype(dtype).name}")
+    if config.dtype != float_dtype_name(dtype):
+        raise ValueError(f"config is for {config.dtype}, not {float_dtype_name(dtype)}")
     return config
 
 
@@ -205,7 +208,7 @@ def matmul_workspace_size(m: int, n: int, k: int, dtype: str, config: MatmulConf
     True
     """
     for label, value in (("m", m), ("n", n), ("k", k)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{label} must be a non-negative integer, got {value!r}")
     cfg = _checked_config(dtype, config)
     a, b = _workspace_parts(int(m), int(n), int(k), cfg)
@@ -1145,6 +1148,7 @@ class MatmulKernels:
 
     Examples
     --------
+    >>> import numpy as np
     >>> mm = MatmulKernels("float64")
     >>> a, b = np.arange(6.0).reshape(2, 3), np.ones((3, 2))
     >>> mm(a, b)
@@ -1153,6 +1157,8 @@ class MatmulKernels:
     """
 
     def __init__(self, dtype: str = "float32", *, use_cache: bool = True, config: MatmulConfig | None = None):
+        import numpy as np
+
         self.dtype = np.dtype(dtype)
         self.config = _checked_config(self.dtype.name, config)
         module = ir.Module()
@@ -1174,6 +1180,8 @@ class MatmulKernels:
 
         Callers of ``functions`` from several threads need one workspace each.
         """
+        import numpy as np
+
         size = matmul_workspace_size(m, n, k, self.dtype.name, self.config)
         if self._work.size < size:
             self._work = np.empty(size, self.dtype)
@@ -1195,6 +1203,8 @@ class MatmulKernels:
         unit column stride and non-negative row stride, matching shapes, a writable ``out``
         sharing no memory with ``a`` or ``b``.
         """
+        import numpy as np
+
         a_rows, a_cols, lda = self._matrix("a", a)
         b_rows, b_cols, ldb = self._matrix("b", b)
         m, k = (a_cols, a_rows) if trans_a else (a_rows, a_cols)
@@ -1222,6 +1232,8 @@ class MatmulKernels:
 
     def _matrix(self, label: str, x: np.ndarray) -> tuple[int, int, int]:
         """Rows, columns and row stride (elements) of a validated matrix argument."""
+        import numpy as np
+
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{label} must be a numpy.ndarray, got {type(x).__name__}")
         if x.dtype != self.dtype:
