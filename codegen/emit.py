@@ -198,6 +198,21 @@ def collapse(shape, views: list[View]):
     return [m[0] for m in merged], [[m[1][k] for m in merged] for k in range(len(views))]
 
 
+def vector_pieces(count: int, lanes: int) -> list[tuple[int, int]]:
+    """``(first, width)`` of the vectors that cover ``count`` elements: whole vectors of
+    ``lanes``, then one of the rest.
+
+    >>> vector_pieces(10, 8)
+    [(0, 8), (8, 2)]
+    """
+    return [(first, min(lanes, count - first)) for first in range(0, count, lanes)]
+
+
+def _vector_address(kb: KernelBuilder, view: View, linear: ir.Value, width: int) -> ir.Value:
+    """Where ``width`` consecutive elements of ``view`` from ``linear`` are, as one vector."""
+    return kb.builder.bitcast(kb.address(view, linear), ir.VectorType(element_type(view.dtype), width).as_pointer())
+
+
 # Rows of up to this many elements, a constant count contiguous in the output, are computed
 # as vectors of exactly their width (see `short_row_pieces`).
 SHORT_ROW = 16
@@ -229,8 +244,7 @@ def short_row_pieces(shape: list, strides: list[list], dtypes: list[str]) -> lis
         return None
     if len(set(dtypes)) != 1 or dtypes[0] not in ("float32", "float64"):
         return None
-    lanes = matmul_config(dtypes[0]).lanes
-    return [(first, min(lanes, int(width) - first)) for first in range(0, int(width), lanes)]
+    return vector_pieces(int(width), matmul_config(dtypes[0]).lanes)
 
 
 def emit_elementwise(kb: KernelBuilder, out: View, inputs: list[View], body, vector_body=None) -> None:
@@ -267,16 +281,14 @@ def _short_row_piece(kb: KernelBuilder, views: list[View], strides, bases, first
     """``width`` elements of a short row from element ``first``: a vector load of each input
     that runs along the row, one scalar broadcast of each that does not, one vector store."""
     b = kb.builder
-    ty = ir.VectorType(element_type(views[0].dtype), width)
     out, *inputs = views
     values = []
     for view, base, step in zip(inputs, bases[1:], strides[1:]):
         if step[-1] == 0:
             values.append(_splat(b, kb.load(view, base), width))
         else:
-            address = b.bitcast(kb.address(view, b.add(base, ir.Constant(I64, first))), ty.as_pointer())
-            values.append(b.load(address, align=_align(view)))
-    address = b.bitcast(kb.address(out, b.add(bases[0], ir.Constant(I64, first))), ty.as_pointer())
+            values.append(_load_vector(kb, view, b.add(base, ir.Constant(I64, first)), width))
+    address = _vector_address(kb, out, b.add(bases[0], ir.Constant(I64, first)), width)
     b.store(body(values, width), address, align=_align(out))
 
 
@@ -762,13 +774,13 @@ def _narrow_rows(kb: KernelBuilder, kernel: Matmul) -> None:
     ty = element_type(kernel.out.dtype)
     lanes = matmul_config(kernel.out.dtype).lanes
     cols = int(kernel.out.shape[1])
-    pieces = [(start, min(lanes, cols - start)) for start in range(0, cols, lanes)]  # (first column, width)
+    pieces = vector_pieces(cols, lanes)  # (first column, width)
     rows, inner = kb.index(kernel.out.shape[0]), kb.index(kernel.a.shape[1])
     lda, ldb, ldo = (kb.index(v.strides[0]) for v in (kernel.a, kernel.b, kernel.out))
     a0, b0, o0 = (kb.index(v.offset) for v in (kernel.a, kernel.b, kernel.out))
 
     def vector_at(view, at, width):
-        return b.bitcast(kb.address(view, at), ir.VectorType(ty, width).as_pointer())
+        return _vector_address(kb, view, at, width)
 
     def rows_from(first, count):
         """The ``count`` rows of ``out`` from row ``first``."""
@@ -876,8 +888,7 @@ def _map_reduce(kb: KernelBuilder, kernel: MapReduce) -> None:
 
 def _load_vector(kb: KernelBuilder, view: View, linear: ir.Value, width: int) -> ir.Value:
     """``width`` consecutive elements of ``view`` from ``linear``, as one vector."""
-    ty = ir.VectorType(element_type(view.dtype), width)
-    return kb.builder.load(kb.builder.bitcast(kb.address(view, linear), ty.as_pointer()), align=_align(view))
+    return kb.builder.load(_vector_address(kb, view, linear, width), align=_align(view))
 
 
 def _fused_map(kb: KernelBuilder, kernel: FusedMap) -> None:
@@ -1088,7 +1099,7 @@ def _columns_in_vectors(kb: KernelBuilder, kernel, vector_at, identity, combine,
     0.21 µs unrolled and 0.37 µs not."""
     b = kb.builder
     columns = int(kernel.inner)
-    pieces = [(first, min(lanes, columns - first)) for first in range(0, columns, lanes)]
+    pieces = vector_pieces(columns, lanes)
     outer, size = kb.index(kernel.outer), kb.index(kernel.size)
     out0 = kb.index(kernel.out.offset)
     ty = element_type(kernel.out.dtype)
@@ -1104,9 +1115,9 @@ def _columns_in_vectors(kb: KernelBuilder, kernel, vector_at, identity, combine,
         start = [ir.Constant(ir.VectorType(ty, width), [identity] * width) for _, width in pieces]
         totals = kb.loop_carrying(size, start, each_row)
         out_row = b.add(out0, b.mul(o, ir.Constant(I64, columns)))
-        for (first, _), total in zip(pieces, totals):
-            address = kb.address(kernel.out, b.add(out_row, ir.Constant(I64, first)))
-            b.store(total, b.bitcast(address, total.type.as_pointer()), align=_align(kernel.out))
+        for (first, width), total in zip(pieces, totals):
+            address = _vector_address(kb, kernel.out, b.add(out_row, ir.Constant(I64, first)), width)
+            b.store(total, address, align=_align(kernel.out))
 
     kb.loop(outer, each_outer)
 
@@ -1200,10 +1211,8 @@ def _one_hot(kb: KernelBuilder, kernel: OneHot) -> None:
         for first, width in pieces:  # a short row (ten classes) as vectors: label == (first, first + 1, ...)
             classes = ir.Constant(ir.VectorType(I64, width), list(range(first, first + width)))
             row_of_ones = b.uitofp(b.icmp_signed("==", _splat(b, label, width), classes), ir.VectorType(ty, width))
-            pointer = b.bitcast(
-                kb.address(kernel.out, b.add(row, ir.Constant(I64, first))), row_of_ones.type.as_pointer()
-            )
-            b.store(row_of_ones, pointer, align=_align(kernel.out))
+            address = _vector_address(kb, kernel.out, b.add(row, ir.Constant(I64, first)), width)
+            b.store(row_of_ones, address, align=_align(kernel.out))
 
     kb.loop(count, each)
 

@@ -399,16 +399,7 @@ def _compile_or_load(
             before_load()
     with _LLVM_LOCK:
         with debug.stage("load", timings):
-            engine = _new_engine()
-            missing = tuple(
-                name
-                for name in symbols.undefined
-                if name not in _LOADER_SYMBOLS and llvm.address_of_symbol(name) is None
-            )
-            if missing:
-                raise UnresolvedSymbolError(missing)
-            engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
-            engine.finalize_object()
+            engine = _load_objects([(object_code, symbols)])
     compiled = CompiledModule(ir_text, options, object_code, symbols, engine, key, from_cache, timings, optimized_ir)
     if debug.debug_level() >= 2:
         debug.log(2, f"optimized IR:\n{compiled.optimized_ir}")
@@ -435,27 +426,31 @@ def load_cached_keyed(identities: list[str], *, options: CompileOptions | None =
             return None
         timings: dict[str, float] = {}
         with debug.stage("load", timings):
-            engine = _new_engine()  # first: it makes the process's own symbols visible
-            defined = {name for _, symbols in cached for name in symbols.functions}
-            missing = tuple(
-                sorted(
-                    {
-                        name
-                        for _, symbols in cached
-                        for name in symbols.undefined
-                        if name not in defined and name not in _LOADER_SYMBOLS and llvm.address_of_symbol(name) is None
-                    }
-                )
-            )
-            if missing:
-                raise UnresolvedSymbolError(missing)
-            for object_code, _ in cached:
-                engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
-            engine.finalize_object()
+            engine = _load_objects(cached)
     return [
         CompiledModule("", options, object_code, symbols, engine, key, True, timings)
         for key, (object_code, symbols) in zip(keys, cached)
     ]
+
+
+def _load_objects(objects: list[tuple[bytes, ObjectSymbols]]) -> llvm.ExecutionEngine:
+    """A new engine holding ``objects``, which may call each other's functions; every other
+    symbol they need must exist in the process, checked before any is loaded (the loader
+    would otherwise crash). Call with `_LLVM_LOCK` held."""
+    engine = _new_engine()  # first: it makes the process's own symbols visible
+    defined = {name for _, symbols in objects for name in symbols.functions}
+    needed = {name for _, symbols in objects for name in symbols.undefined}
+    missing = tuple(
+        sorted(
+            name for name in needed - defined if name not in _LOADER_SYMBOLS and llvm.address_of_symbol(name) is None
+        )
+    )
+    if missing:
+        raise UnresolvedSymbolError(missing)
+    for object_code, _ in objects:
+        engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
+    engine.finalize_object()
+    return engine
 
 
 def _cached_object(key: str) -> tuple[bytes, ObjectSymbols] | None:
