@@ -297,19 +297,16 @@ def _map(kb: KernelBuilder, kernel: Map) -> None:
     emit_elementwise(kb, kernel.out, kernel.inputs, lambda values: _map_value(kb, kernel, values), vector_body)
 
 
-def _map_value(kb: KernelBuilder, kernel: Map, values: list, width: int | None = None) -> ir.Value:
-    """The map's body on one element, given its inputs' values there (or on ``width`` elements:
-    vectors, of the output's dtype)."""
+def _map_value(kb: KernelBuilder, kernel, values: list, width: int | None = None) -> ir.Value:
+    """A map's (or a map-reduction's) body on one element, given its inputs' values there
+    (converted to the output's dtype), or on ``width`` elements: vectors, whose views all
+    have the output's dtype already (`short_row_pieces`, `_reduction`)."""
     ty = element_type(kernel.out.dtype)
-    if width is not None:
-        return ExprEmitter(kb.builder, ir.VectorType(ty, width), dict(zip(kernel.fn.symbols, values)), kb.flags)(
-            kernel.fn.body
-        )
     env = {
         s: convert(kb.builder, v, view.dtype, kernel.out.dtype)
         for s, v, view in zip(kernel.fn.symbols, values, kernel.inputs)
     }
-    return ExprEmitter(kb.builder, ty, env, kb.flags)(kernel.fn.body)
+    return ExprEmitter(kb.builder, ty if width is None else ir.VectorType(ty, width), env, kb.flags)(kernel.fn.body)
 
 
 def _copy(kb: KernelBuilder, kernel: Copy) -> None:
@@ -452,7 +449,7 @@ def _matmul_map_through_library(kb: KernelBuilder, kernel: MatmulMap) -> None:
     # A product too small to split runs here, the map right after it, called directly: going
     # through the library's split entry and its call of the map made the tiny step 10-15%
     # slower (1.39 → 1.56 µs, alternate processes).
-    with b.if_else(at_least_flops(b, *arguments[:3], MIN_FLOPS)) as (large, small):
+    with b.if_else(_splits(kb, product)) as (large, small):
         with large:
             split = declare_matmul(module, product.out.dtype, product.trans_a, product.trans_b, epilogue=True)
             b.call(split, [*arguments, unpack, _store_context(kb, block.buffers)])
@@ -548,10 +545,7 @@ def _row_halves(kb: KernelBuilder, kernel: RowHalves) -> None:
     size = cb.select(cb.icmp_signed("<", left, half), left, half)
     _call_from_context(cb, raw, kb.buffers, rows_kb, [start, size, on_thread])
     cb.ret_void()
-    every = [_splits(kb, member.product) for member in kernel.members]
-    split = every[0]
-    for eligible in every[1:]:
-        split = b.and_(split, eligible)
+    split = functools.reduce(b.and_, [_splits(kb, member.product) for member in kernel.members])
     emit_parallel_for(b, chunk, _store_context(kb, kb.buffers), ir.Constant(I64, 2), split)
 
 
@@ -868,19 +862,14 @@ def _reduce(kb: KernelBuilder, kernel: Reduce) -> None:
 def _map_reduce(kb: KernelBuilder, kernel: MapReduce) -> None:
     """A reduction whose source values come from the map's body, evaluated in registers."""
     b = kb.builder
-    ty = element_type(kernel.out.dtype)
     starts = [kb.index(v.offset) for v in kernel.inputs]
 
     def value(linear):
-        loads = [
-            convert(b, kb.load(v, b.add(start, linear)), v.dtype, kernel.out.dtype)
-            for v, start in zip(kernel.inputs, starts)
-        ]
-        return ExprEmitter(b, ty, dict(zip(kernel.fn.symbols, loads)), kb.flags)(kernel.fn.body)
+        return _map_value(kb, kernel, [kb.load(v, b.add(start, linear)) for v, start in zip(kernel.inputs, starts)])
 
     def vector(linear, width):
         loads = [_load_vector(kb, v, b.add(start, linear), width) for v, start in zip(kernel.inputs, starts)]
-        return ExprEmitter(b, ir.VectorType(ty, width), dict(zip(kernel.fn.symbols, loads)), kb.flags)(kernel.fn.body)
+        return _map_value(kb, kernel, loads, width)
 
     same_dtype = all(v.dtype == kernel.out.dtype for v in kernel.inputs)
     _reduction(kb, kernel, value, vector if same_dtype and not calls_libm(kernel.fn.body) else None)
