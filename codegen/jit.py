@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
-from codegen import cache, debug
+from codegen import cache, debug, llvm_threads
 from codegen.objfile import ObjectSymbols, read_symbols
 from codegen.target import (
     emit_assembly,
@@ -138,7 +138,8 @@ class CompileOptions:
 
 
 class CompiledModule:
-    """Native code of one LLVM module, loaded into an execution engine that this object owns.
+    """Native code of an LLVM module, or of modules compiled apart (`compile_ir` with a list
+    of texts), loaded into one execution engine that this object owns and that links them.
 
     The functions' addresses stay valid exactly as long as this object lives; callables
     from `function` keep it alive. Do not construct directly: use `compile_ir`.
@@ -146,41 +147,58 @@ class CompiledModule:
     Attributes
     ----------
     functions : tuple of str
-        Names of the functions defined by the module.
+        Names of the functions defined by the module (by all of them).
     from_cache : bool
-        True if the object code was loaded from the disk cache rather than compiled.
-    key : str
-        Cache key of the object code.
+        True if all the object code was loaded from the disk cache rather than compiled.
+    keys : tuple of str
+        Cache keys of the object code, one per module.
+    objects : tuple of bytes
+        The object code, one per module.
     timings : dict of str to float
         Seconds spent in each stage.
     """
 
     def __init__(
         self,
-        ir_text: str,
+        ir_texts: Sequence[str],
         options: CompileOptions,
-        object_code: bytes,
-        symbols: ObjectSymbols,
+        objects: Sequence[tuple[bytes, ObjectSymbols]],
         engine: llvm.ExecutionEngine,
-        key: str,
+        keys: Sequence[str],
         from_cache: bool,
         timings: dict[str, float],
-        optimized_ir: str | None = None,
+        optimized_ir: Sequence[str | None] = (),
     ):
-        self._ir = ir_text
+        self._ir_texts = tuple(ir_texts)
         self._options = options
         self._engine = engine
-        self._optimized_ir = optimized_ir
+        self._optimized_ir = None if not optimized_ir or None in optimized_ir else "\n".join(optimized_ir)
         self._assembly: str | None = None
-        self.object_code = object_code
-        self.functions = symbols.functions
-        self.key = key
+        self.objects = tuple(code for code, _ in objects)
+        self.functions = tuple(name for _, symbols in objects for name in symbols.functions)
+        self.keys = tuple(keys)
         self.from_cache = from_cache
         self.timings = timings
 
+    @property
+    def object_code(self) -> bytes:
+        """The object code of a module compiled whole (see `objects` for one in parts)."""
+        return self._single(self.objects, "objects")
+
+    @property
+    def key(self) -> str:
+        """The cache key of a module compiled whole (see `keys` for one in parts)."""
+        return self._single(self.keys, "keys")
+
+    def _single(self, values: tuple, plural: str):
+        if len(values) != 1:
+            raise ValueError(f"this code was compiled as {len(values)} modules: see .{plural}")
+        return values[0]
+
     def __repr__(self) -> str:
         source = "cache" if self.from_cache else "compiled"
-        return f"<CompiledModule {', '.join(self.functions)} ({source}, key {self.key[:12]})>"
+        parts = f", {len(self.keys)} modules" if len(self.keys) > 1 else ""
+        return f"<CompiledModule {', '.join(self.functions)} ({source}{parts}, key {self.keys[0][:12]})>"
 
     def address(self, name: str) -> int:
         """Return the address of function ``name``; valid while this object lives.
@@ -216,8 +234,9 @@ class CompiledModule:
 
     @property
     def ir(self) -> str:
-        """The LLVM IR as given, before optimisation."""
-        return self._ir
+        """The LLVM IR as given, before optimisation (the modules one after the other, each
+        opening with its ``; ModuleID`` line)."""
+        return "\n".join(self._ir_texts)
 
     @property
     def optimized_ir(self) -> str:
@@ -234,13 +253,18 @@ class CompiledModule:
         return self._assembly
 
     def _inspect(self) -> None:
-        """Rebuild the optimised module from the IR; code generation mutates it, hence a fresh copy."""
+        """Rebuild the optimised modules from the IR; code generation mutates a module,
+        hence a fresh copy."""
+        optimized, assembly = [], []
         with _LLVM_LOCK:
-            module_ref = _parse_and_verify(self._ir)
-            self._options.optimize(module_ref)
-            if self._optimized_ir is None:
-                self._optimized_ir = str(module_ref)
-            self._assembly = emit_assembly(module_ref)
+            for text in self._ir_texts:
+                module_ref = _parse_and_verify(text)
+                self._options.optimize(module_ref)
+                optimized.append(str(module_ref))
+                assembly.append(emit_assembly(module_ref))
+        if self._optimized_ir is None:
+            self._optimized_ir = "\n".join(optimized)
+        self._assembly = "\n".join(assembly)
 
 
 def _parse_and_verify(ir_text: str) -> llvm.ModuleRef:
@@ -260,6 +284,15 @@ def _ir_text(module: ir.Module | str) -> str:
     raise TypeError(f"module must be an llvmlite.ir.Module or LLVM IR text, got {type(module).__name__}")
 
 
+def _ir_texts(modules) -> list[str]:
+    """One module's text, or a list of several modules' texts."""
+    if isinstance(modules, (list, tuple)):
+        if not modules:
+            raise ValueError("no modules to compile: the list of IR texts is empty")
+        return [_ir_text(module) for module in modules]
+    return [_ir_text(modules)]
+
+
 def _compile_object(ir_text: str, options: CompileOptions, timings: dict[str, float]) -> tuple[bytes, str | None]:
     """Return the object code of the IR and, when debugging at level 2+, the optimised IR."""
     with debug.stage("parse", timings):
@@ -272,6 +305,21 @@ def _compile_object(ir_text: str, options: CompileOptions, timings: dict[str, fl
     return object_code, optimized_ir
 
 
+def _compile_objects(ir_texts: list[str], options: CompileOptions, timings: dict[str, float]) -> list:
+    """`_compile_object` of each text: in parallel threads where LLVM's module pipeline is
+    asked for and threads are available (`codegen.llvm_threads`), else one after the other."""
+    if len(ir_texts) > 1 and options.interprocedural and llvm_threads.available():
+        with debug.stage(f"compile {len(ir_texts)} modules in parallel", timings):
+            return llvm_threads.compile_modules(
+                ir_texts,
+                speed_level=options.speed_level,
+                vectorize=options.vectorize,
+                unroll=options.unroll,
+                keep_ir=debug.debug_level() >= 2,
+            )
+    return [_compile_object(text, options, timings) for text in ir_texts]
+
+
 def _new_engine() -> llvm.ExecutionEngine:
     """An engine with an empty module; its creation also makes the process's symbols visible to LLVM."""
     machine = engine_target_machine()
@@ -279,7 +327,7 @@ def _new_engine() -> llvm.ExecutionEngine:
 
 
 def compile_ir(
-    module: ir.Module | str,
+    module: ir.Module | str | Sequence[ir.Module | str],
     *,
     options: CompileOptions | None = None,
     use_cache: bool = True,
@@ -289,8 +337,10 @@ def compile_ir(
 
     Parameters
     ----------
-    module : llvmlite.ir.Module or str
-        The module, or its IR text.
+    module : llvmlite.ir.Module or str, or a list of them
+        The module, or its IR text. A list of modules that call each other's functions
+        (see `codegen.split`) compiles in parallel threads, each module cached under its own
+        key, and loads into one engine that links them.
     options : CompileOptions, optional
         Optimisation options; defaults to ``CompileOptions()``.
     use_cache : bool
@@ -318,11 +368,16 @@ def compile_ir(
     >>> cm = compile_ir("define i64 @twice(i64 %x) { %y = add i64 %x, %x\\n ret i64 %y }", use_cache=False)
     >>> cm.function("twice", ctypes.c_int64, ctypes.c_int64)(21)
     42
+    >>> pair = compile_ir(["declare i64 @twice(i64)\\ndefine i64 @four_times(i64 %x) {"
+    ...                    " %y = call i64 @twice(i64 %x)\\n %z = call i64 @twice(i64 %y)\\n ret i64 %z }",
+    ...                    "define i64 @twice(i64 %x) { %y = add i64 %x, %x\\n ret i64 %y }"], use_cache=False)
+    >>> pair.function("four_times", ctypes.c_int64, ctypes.c_int64)(5), len(pair.objects)
+    (20, 2)
     """
-    ir_text = _ir_text(module)
+    ir_texts = _ir_texts(module)
     options = _checked_options(options)
-    key = cache.cache_key(ir_text, host_spec(), options.cache_token())
-    return _compile_or_load(key, lambda: ir_text, options, use_cache, known_ir=ir_text, before_load=before_load)
+    keys = [cache.cache_key(text, host_spec(), options.cache_token()) for text in ir_texts]
+    return _compile_or_load(keys, lambda: ir_texts, options, use_cache, known_ir=ir_texts, before_load=before_load)
 
 
 def compile_keyed(
@@ -336,7 +391,7 @@ def compile_keyed(
     of the code that emits it.
     """
     return _compile_or_load(
-        keyed_cache_key(identity, options), lambda: _ir_text(build()), _checked_options(options), use_cache
+        [keyed_cache_key(identity, options)], lambda: [_ir_text(build())], _checked_options(options), use_cache
     )
 
 
@@ -372,35 +427,41 @@ def _checked_options(options) -> CompileOptions:
 
 
 def _compile_or_load(
-    key: str, make_ir, options: CompileOptions, use_cache: bool, known_ir: str = "", before_load=None
+    keys: list[str],
+    make_ir: Callable[[], list[str]],
+    options: CompileOptions,
+    use_cache: bool,
+    known_ir: list[str] | None = None,
+    before_load=None,
 ) -> CompiledModule:
+    """The modules of ``keys`` loaded into one engine: from the cache where it has them,
+    else compiled from ``make_ir()`` (their texts, made only on a miss)."""
     use_cache = bool(use_cache) and cache.cache_enabled()
     timings: dict[str, float] = {}
-    ir_text = known_ir  # empty for a keyed module loaded from the cache: its IR was never built
+    ir_texts = known_ir or []  # empty for a keyed module loaded from the cache: its IR was never built
     with _LLVM_LOCK:
-        debug.log(1, f"module {key[:16]}: {options.cache_token()}")
-        cached = None
+        debug.log(1, f"module {keys[0][:16]}: {options.cache_token()}")
+        objects = [None] * len(keys)
         if use_cache:
             with debug.stage("cache", timings):
-                cached = _cached_object(key)
-        from_cache = cached is not None
-        optimized_ir = None
-        if cached is not None:
-            object_code, symbols = cached
-        else:
-            ir_text = ir_text or make_ir()
-            debug.log(1, f"module {key[:16]}: {len(ir_text)} characters of IR")
-            object_code, optimized_ir = _compile_object(ir_text, options, timings)
-            symbols = read_symbols(object_code)
-            if use_cache:
-                cache.store(key, object_code)
+                objects = [_cached_object(key) for key in keys]
+        missing = [index for index, entry in enumerate(objects) if entry is None]
+        optimized_ir = [None] * len(keys)
+        if missing:
+            ir_texts = ir_texts or make_ir()
+            debug.log(1, f"module {keys[0][:16]}: {sum(len(t) for t in ir_texts)} characters of IR")
+            compiled = _compile_objects([ir_texts[index] for index in missing], options, timings)
+            for index, (object_code, optimized) in zip(missing, compiled):
+                objects[index], optimized_ir[index] = (object_code, read_symbols(object_code)), optimized
+                if use_cache:
+                    cache.store(keys[index], object_code)
     if before_load is not None:  # outside the lock: it may compile modules of its own
         with debug.stage("before load", timings):
             before_load()
     with _LLVM_LOCK:
         with debug.stage("load", timings):
-            engine = _load_objects([(object_code, symbols)])
-    compiled = CompiledModule(ir_text, options, object_code, symbols, engine, key, from_cache, timings, optimized_ir)
+            engine = _load_objects(objects)
+    compiled = CompiledModule(ir_texts, options, objects, engine, keys, not missing, timings, optimized_ir)
     if debug.debug_level() >= 2:
         debug.log(2, f"optimized IR:\n{compiled.optimized_ir}")
     if debug.debug_level() >= 3:
@@ -427,10 +488,7 @@ def load_cached_keyed(identities: list[str], *, options: CompileOptions | None =
         timings: dict[str, float] = {}
         with debug.stage("load", timings):
             engine = _load_objects(cached)
-    return [
-        CompiledModule("", options, object_code, symbols, engine, key, True, timings)
-        for key, (object_code, symbols) in zip(keys, cached)
-    ]
+    return [CompiledModule([""], options, [entry], engine, [key], True, timings) for key, entry in zip(keys, cached)]
 
 
 def _load_objects(objects: list[tuple[bytes, ObjectSymbols]]) -> llvm.ExecutionEngine:

@@ -30,7 +30,7 @@ from . import cache, debug
 from .kernels import Program
 from .target import host_spec, versions_token
 
-FORMAT = 2
+FORMAT = 3
 
 
 def _source_files() -> list[os.DirEntry]:
@@ -158,27 +158,27 @@ def dumps(value) -> bytes:
     return buffer.getvalue()
 
 
-def store(key: str, program: Program, ir_text: str, inputs: Sequence[Tensor], params: Sequence[Tensor]) -> None:
+def store(key: str, program: Program, ir_texts: list[str], inputs: Sequence[Tensor], params: Sequence[Tensor]) -> None:
     if not cache.cache_enabled():
         return
     tensors = _detach_tensors(program, list(inputs), list(params))
     try:
-        payload = dumps((program, ir_text))
+        payload = dumps((program, list(ir_texts)))
     finally:
         for buffer, node in zip(program.buffers, tensors):
             buffer.node = node
     cache.store(key, payload)
 
 
-def load(key: str, inputs: Sequence[Tensor], params: Sequence[Tensor]) -> tuple[Program, str] | None:
-    """The program and IR stored under ``key``, bound to these inputs and params; None on a miss."""
+def load(key: str, inputs: Sequence[Tensor], params: Sequence[Tensor]) -> tuple[Program, list[str]] | None:
+    """The program and its modules' IR stored under ``key``, bound to these inputs and params; None on a miss."""
     if not cache.cache_enabled():
         return None
     payload = cache.load(key)
     if payload is None:
         return None
     try:
-        program, ir_text = pickle.loads(payload)
+        program, ir_texts = pickle.loads(payload)
         for buffer in program.buffers:
             if isinstance(buffer.node, tuple):
                 kind, *where = buffer.node
@@ -193,4 +193,4 @@ def load(key: str, inputs: Sequence[Tensor], params: Sequence[Tensor]) -> tuple[
     except Exception as exc:  # an entry from an incompatible build: compile afresh
         debug.log(1, f"program cache entry {key[:16]} unusable ({exc}); recompiling")
         return None
-    return program, ir_text
+    return program, ir_texts

@@ -108,10 +108,10 @@ class CompiledStep(Inspectable):
         # The key is taken before differentiating, from the loss and the optimizer's rules: a
         # warm start then skips the gradient as well as the rewrites and the code generation.
         options = f"fast_math={fast_math};{optimizer.key};trained={len(self.params)}" + (";profile" if profile else "")
-        self.program, ir_text = cached_build(
+        self.program, ir_texts = cached_build(
             "step", [loss], self.inputs + extra_inputs, self.params + self.frozen, options, build
         )
-        self.compiled = compile_program(self.program, ir_text)
+        self.compiled = compile_program(self.program, ir_texts)
         self.bound = BoundProgram(self.program, native_entry(self.compiled), self.compiled)
         #: Kernel timings (`codegen.profile.KernelProfile`) when compiled with ``profile=True``;
         #: the minibatches of an epoch count like single steps.

@@ -37,6 +37,7 @@ __all__ = [
     "engine_target_machine",
     "prepare_module",
     "optimize",
+    "pass_builder",
     "emit_assembly",
     "versions_token",
 ]
@@ -266,15 +267,9 @@ def optimize(
     >>> "ret i32 3" in str(optimize(m))
     True
     """
-    if speed_level not in (0, 1, 2, 3):
-        raise ValueError(f"speed_level must be 0, 1, 2 or 3, got {speed_level!r}")
     machine = machine or host_target_machine()
     prepare_module(module_ref, machine)
-    tuning = llvm.create_pipeline_tuning_options(speed_level=speed_level)
-    tuning.loop_vectorization = vectorize
-    tuning.slp_vectorization = vectorize
-    tuning.loop_unrolling = unroll
-    builder = llvm.create_pass_builder(machine, tuning)
+    builder = pass_builder(machine, speed_level, vectorize=vectorize, unroll=unroll)
     if interprocedural:
         if as_written:
             raise ValueError("as_written needs interprocedural=False: the module pipeline would inline those functions")
@@ -285,6 +280,25 @@ def optimize(
         if not function.is_declaration and not function.name.startswith(as_written):
             functions.run(function, builder)
     return module_ref
+
+
+def pass_builder(
+    machine: llvm.TargetMachine, speed_level: int = 3, *, vectorize: bool = True, unroll: bool = True
+) -> llvm.PassBuilder:
+    """LLVM's pass builder for ``machine`` at ``speed_level``, with the vectorizers and LLVM's
+    own unrolling on or off (see `optimize`).
+
+    >>> builder = pass_builder(host_target_machine(), 2, unroll=False)
+    >>> builder.getModulePassManager() is not None
+    True
+    """
+    if speed_level not in (0, 1, 2, 3):
+        raise ValueError(f"speed_level must be 0, 1, 2 or 3, got {speed_level!r}")
+    tuning = llvm.create_pipeline_tuning_options(speed_level=speed_level)
+    tuning.loop_vectorization = vectorize
+    tuning.slp_vectorization = vectorize
+    tuning.loop_unrolling = unroll
+    return llvm.create_pass_builder(machine, tuning)
 
 
 def emit_assembly(module_ref: llvm.ModuleRef, machine: llvm.TargetMachine | None = None) -> str:

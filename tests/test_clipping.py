@@ -156,13 +156,16 @@ def test_a_cached_step_with_another_clip_norm_is_not_reused(tmp_path, monkeypatc
 
     cache.reset_statistics()
     first = compiled(1.0)
-    assert cache.statistics()["hits"] == 0 and cache.statistics()["stores"] == 2  # the program and its object code
+    entries = cache.statistics()["stores"]  # the program and its modules' object code
+    assert cache.statistics()["hits"] == 0 and entries >= 2
     cache.reset_statistics()
     np.testing.assert_array_equal(compiled(1.0), first)
-    assert cache.statistics()["hits"] == 2
+    assert cache.statistics()["hits"] == entries
     cache.reset_statistics()
     other = compiled(0.01)
-    assert cache.statistics()["hits"] == 0
+    # The program and the module that clips are new; a module without the clipping may be
+    # the same code as before, and load from the cache.
+    assert cache.statistics()["stores"] >= 2 and cache.statistics()["hits"] <= entries - 2
     assert not np.allclose(other, first)
 
 
