@@ -157,16 +157,18 @@ def compile_modules(
     if not available():
         raise RuntimeError("llvmlite's C functions are not reachable here: compile the modules one at a time")
     jobs = [_Job(text, speed_level, vectorize, unroll, keep_ir) for text in texts]
+    started = []
     try:
         for job in jobs:
             job.prepare()
-        threads = [threading.Thread(target=job.run, name="llvm-compile", daemon=True) for job in jobs[:-1]]
-        for thread in threads:
+        for job in jobs[:-1]:
+            thread = threading.Thread(target=job.run, name="llvm-compile", daemon=True)
             thread.start()
+            started.append(thread)
         jobs[-1].run()
-        for thread in threads:
-            thread.join()
     finally:
+        for thread in started:  # before any job's objects are freed
+            thread.join()
         for job in jobs:
             job.dispose()
     for job in jobs:
