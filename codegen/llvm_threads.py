@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import llvmlite.binding as llvm
 from llvmlite.binding import ffi
 
-from .target import _create_target_machine, host_spec, pass_builder
+from .target import own_target_machine, pass_builder
 
 __all__ = ["available", "compile_modules"]
 
@@ -85,7 +85,7 @@ class _Job:
 
     def prepare(self) -> None:
         self.context = llvm.create_context()
-        self.machine = _create_target_machine(host_spec(), 3)
+        self.machine = own_target_machine()
         self.builder = pass_builder(self.machine, self.speed_level, vectorize=self.vectorize, unroll=self.unroll)
         self.passes = self.builder.getModulePassManager()
 

@@ -34,6 +34,7 @@ __all__ = [
     "vector_features",
     "target_machine",
     "host_target_machine",
+    "own_target_machine",
     "engine_target_machine",
     "prepare_module",
     "optimize",
@@ -187,6 +188,19 @@ def host_target_machine() -> llvm.TargetMachine:
     return target_machine(host_spec())
 
 
+def own_target_machine(opt: int = 3) -> llvm.TargetMachine:
+    """Return a new host target machine at level ``opt``, for one thread to use and free.
+
+    A target machine must not generate code for two threads at once; `target_machine`'s
+    are shared, so a thread compiling beside others (`codegen.llvm_threads`) takes one of
+    its own.
+
+    >>> own_target_machine() is own_target_machine()
+    False
+    """
+    return _create_target_machine(host_spec(), opt)
+
+
 def engine_target_machine() -> llvm.TargetMachine:
     """Return a new host target machine, for one execution engine to own and free.
 
@@ -195,7 +209,7 @@ def engine_target_machine() -> llvm.TargetMachine:
     module an engine is created with, when the engine is finalised, so it runs at level 0:
     that halves the time of finalising an engine (0.65 to 0.3 ms).
     """
-    return _create_target_machine(host_spec(), 0)
+    return own_target_machine(0)
 
 
 def prepare_module(module_ref: llvm.ModuleRef, machine: llvm.TargetMachine | None = None) -> llvm.ModuleRef:
