@@ -32,6 +32,7 @@ __all__ = [
     "cache_key",
     "load",
     "store",
+    "entries",
     "clear",
     "statistics",
     "reset_statistics",
@@ -228,6 +229,24 @@ def store(key: str, payload: bytes) -> bool:
     _stats["stores"] += 1
     debug.log(1, f"cache store  {key[:16]} ({len(payload)} bytes)")
     return True
+
+
+def entries() -> tuple[int, int]:
+    """The number of entries in `cache_dir` and their size in bytes.
+
+    >>> count, size = entries()
+    >>> count >= 0 and size >= 0
+    True
+    """
+    directory = cache_dir()
+    if not directory.is_dir():
+        return 0, 0
+    sizes = []
+    for entry in directory.iterdir():
+        if entry.suffix == _SUFFIX:
+            with contextlib.suppress(OSError):
+                sizes.append(entry.stat().st_size)
+    return len(sizes), sum(sizes)
 
 
 def clear() -> int:

@@ -272,11 +272,58 @@ def load_variant(dtype: str, trans_a: bool, trans_b: bool) -> CompiledModule:
     return _loaded[f"{dtype}:{_letters(trans_a, trans_b)}"]
 
 
+def _every_variant(dtypes: Iterable[str] = DTYPES) -> list[tuple[str, bool, bool]]:
+    return list(itertools.product(dtypes, (False, True), (False, True)))
+
+
 def load() -> list[CompiledModule]:
     """Every variant of the library (both precisions, all four transpositions)."""
-    variants = list(itertools.product(DTYPES, (False, True), (False, True)))
+    variants = _every_variant()
     load_variants(variants)
     return [_loaded[f"{dtype}:{_letters(ta, tb)}"] for dtype, ta, tb in variants]
+
+
+def cached(dtypes: Iterable[str] = DTYPES) -> dict[str, bool]:
+    """Each module of the whole library for ``dtypes`` (parts and every transposition) and
+    whether the disk cache holds its code for this machine and this version of the compiler.
+
+    >>> sorted(cached(["float64"]))[:2]
+    ['float64:direct', 'float64:direct.padded']
+    """
+    token = _source_token()
+    return {unit: cache.contains(_key(unit, token)) for unit in _units(_every_variant(dtypes))}
+
+
+def build(dtypes: Iterable[str] = DTYPES) -> list[str]:
+    """Compile into the disk cache the modules of the library for ``dtypes`` that it lacks,
+    without loading them; return their names. After this, a first model on this machine
+    compiles only its own code (``symbackprop cache build``).
+
+    Raises
+    ------
+    RuntimeError
+        If the cache is off (``SYMBACKPROP_CACHE=0``): there is nowhere to keep the code.
+    """
+    if not cache.cache_enabled():
+        raise RuntimeError("the compile cache is off (SYMBACKPROP_CACHE=0): there is nowhere to build the library")
+    missing = [unit for unit, present in cached(dtypes).items() if not present]
+    return _store(missing, _source_token())
+
+
+def _store(units: list[str], source_token: str) -> list[str]:
+    """Compile each unit into the disk cache unless another process has claimed it; return
+    those compiled here."""
+    compiled = []
+    for unit in units:
+        key = _key(unit, source_token)
+        if not cache.claim(key, os.getpid()):
+            continue  # another process compiles it
+        try:
+            if store_keyed(_identity(unit, source_token), lambda u=unit: _unit_ir(u), options=LIBRARY_OPTIONS):
+                compiled.append(unit)
+        finally:
+            cache.release(key, os.getpid())
+    return compiled
 
 
 def loaded() -> list[str]:
@@ -312,14 +359,7 @@ def _main(arguments: list[str]) -> None:
     """The helper: ``python -m codegen.library SOURCE_TOKEN float32:kernels float32:nn ...``
     compiles each module into the disk cache, claiming it first."""
     source_token, *units = arguments
-    for unit in units:
-        key = _key(unit, source_token)
-        if not cache.claim(key, os.getpid()):
-            continue  # the process that started this one compiles it
-        try:
-            store_keyed(_identity(unit, source_token), lambda u=unit: _unit_ir(u), options=LIBRARY_OPTIONS)
-        finally:
-            cache.release(key, os.getpid())
+    _store(units, source_token)  # what the process that started this one claims, it compiles
 
 
 if __name__ == "__main__":

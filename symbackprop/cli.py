@@ -1,4 +1,4 @@
-"""The ``symbackprop`` command: ``train``, ``formulas`` and ``bench``.
+"""The ``symbackprop`` command: ``train``, ``formulas``, ``cache`` and ``bench``.
 
 Every mistake a user can make on the command line (a bad model spec, a missing file, a
 label column that is not there) ends in one line on stderr and exit status 2, never a
@@ -313,6 +313,31 @@ def formulas(args) -> int:
     return 0
 
 
+def cache_command(args) -> int:
+    """``symbackprop cache [info|build|clear]``: the compile cache of this machine."""
+    from codegen import cache, library  # the back end, imported only for this command
+    from codegen.target import host_spec
+
+    directory, dtypes = cache.cache_dir(), args.dtype or list(library.DTYPES)
+    if args.action == "clear":
+        print(f"removed {cache.clear()} entries from {directory}")
+        return 0
+    if args.action == "build":
+        if not cache.cache_enabled():
+            raise UsageError(f"the compile cache is off ({cache.ENABLE_VAR}=0): there is nowhere to build the library")
+        start = time.perf_counter()
+        built = library.build(dtypes)
+        print(f"built {len(built)} modules of the kernel library in {time.perf_counter() - start:.2f} s")
+    state = "on" if cache.cache_enabled() else f"off ({cache.ENABLE_VAR}=0)"
+    count, size = cache.entries()
+    print(f"cache: {directory} ({state}), {count} entries, {size / 1e6:.1f} MB")
+    modules = library.cached(dtypes)
+    for dtype in dtypes:
+        present = [ok for unit, ok in modules.items() if unit.startswith(f"{dtype}:")]
+        print(f"kernel library, {dtype} on {host_spec().cpu}: {sum(present)} of {len(present)} modules built")
+    return 0
+
+
 def bench(options: list[str]) -> int:
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_training.py"
     if not script.is_file():
@@ -366,6 +391,16 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("--momentum", type=float, default=0.9)
     show.add_argument("--latex", action="store_true", help="print LaTeX instead of text")
     show.set_defaults(handler=formulas)
+
+    stored = commands.add_parser("cache", help="show, build ahead of a first model, or clear the compile cache")
+    stored.add_argument("action", nargs="?", default="info", choices=("info", "build", "clear"))
+    stored.add_argument(
+        "--dtype",
+        action="append",
+        choices=("float32", "float64"),
+        help="the precisions of the kernel library to show or build (default both; repeat for both)",
+    )
+    stored.set_defaults(handler=cache_command)
 
     timing = commands.add_parser("bench", help="run the training benchmark against the installed peers")
     timing.add_argument("options", nargs=argparse.REMAINDER, help="passed to benchmarks/bench_training.py (try --help)")

@@ -181,3 +181,23 @@ def test_labels_that_are_not_classes_are_named(tmp_path, capsys, labels, message
     np.savez(path, x=np.random.default_rng(0).normal(size=(40, 3)), y=labels)
     status, _, err = run(capsys, "train", "--data", str(path), "--model", "3-4-2")
     assert status == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cache_builds_the_kernel_library_ahead_of_a_first_model_and_clears(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SYMBACKPROP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("SYMBACKPROP_CACHE", "1")
+    status, out, _ = run(capsys, "cache", "--dtype", "float64")
+    assert status == 0 and f"cache: {tmp_path} (on)" in out and "float64 on " in out and ": 0 of 7 modules" in out
+    status, out, _ = run(capsys, "cache", "build", "--dtype", "float64")
+    assert status == 0 and "built 7 modules" in out and ": 7 of 7 modules built" in out
+    status, out, _ = run(capsys, "cache", "build", "--dtype", "float64")
+    assert status == 0 and "built 0 modules" in out  # nothing left to build
+    entries = len(list(tmp_path.glob("*.o")))
+    status, out, _ = run(capsys, "cache", "clear")
+    assert status == 0 and out.startswith(f"removed {entries} entries") and not list(tmp_path.glob("*.o"))
+
+
+def test_cache_build_refuses_when_the_cache_is_off(monkeypatch, capsys):
+    monkeypatch.setenv("SYMBACKPROP_CACHE", "0")
+    status, _, err = run(capsys, "cache", "build")
+    assert status == 2 and "the compile cache is off" in err
