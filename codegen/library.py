@@ -359,7 +359,7 @@ def _main(arguments: list[str]) -> None:
     """The helper: ``python -m codegen.library SOURCE_TOKEN float32:kernels float32:nn ...``
     compiles each module into the disk cache, claiming it first."""
     source_token, *units = arguments
-    _store(units, source_token)  # what the process that started this one claims, it compiles
+    _store(units, source_token)  # a unit that the process which started this one claimed is its own
 
 
 if __name__ == "__main__":
