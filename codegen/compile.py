@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from symbackprop.errors import GraphError
@@ -13,6 +12,7 @@ from . import collector, debug, library, program_cache
 from .emit import emit_program, library_matmuls
 from .expr import FAST
 from .jit import CompileOptions, compile_ir
+from .llvm_threads import usable_cores
 from .lower import lower
 from .profile import KernelProfile
 from .runtime import BoundProgram, CallChecks, Inspectable, native_entry
@@ -104,8 +104,7 @@ def program_parts() -> int:
     """How many modules a program's IR is split into (`codegen.split`): one per core this
     process may run on, two at most: LLVM compiles them side by side (the mnist step's
     0.46 s of LLVM took 0.22-0.30 s as two modules)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(2, cores))
+    return min(2, usable_cores())
 
 
 def compile_program(program, ir_texts: list[str]):

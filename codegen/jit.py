@@ -35,6 +35,7 @@ __all__ = [
     "compile_ir",
     "compile_keyed",
     "store_keyed",
+    "store_keyed_all",
     "load_cached_keyed",
 ]
 
@@ -306,17 +307,11 @@ def _compile_object(ir_text: str, options: CompileOptions, timings: dict[str, fl
 
 
 def _compile_objects(ir_texts: list[str], options: CompileOptions, timings: dict[str, float]) -> list:
-    """`_compile_object` of each text: in parallel threads where LLVM's module pipeline is
-    asked for and threads are available (`codegen.llvm_threads`), else one after the other."""
-    if len(ir_texts) > 1 and options.interprocedural and llvm_threads.available():
+    """`_compile_object` of each text: in parallel threads where they are available
+    (`codegen.llvm_threads`), else one after the other."""
+    if len(ir_texts) > 1 and llvm_threads.available():
         with debug.stage(f"compile {len(ir_texts)} modules in parallel", timings):
-            return llvm_threads.compile_modules(
-                ir_texts,
-                speed_level=options.speed_level,
-                vectorize=options.vectorize,
-                unroll=options.unroll,
-                keep_ir=debug.debug_level() >= 2,
-            )
+            return llvm_threads.compile_modules(ir_texts, options, keep_ir=debug.debug_level() >= 2)
     return [_compile_object(text, options, timings) for text in ir_texts]
 
 
@@ -412,6 +407,28 @@ def store_keyed(identity: str, build, *, options: CompileOptions | None = None) 
         object_code, _ = _compile_object(_ir_text(build()), options, {})
         cache.store(key, object_code)
     return True
+
+
+def store_keyed_all(
+    builds: dict[str, Callable[[], ir.Module | str]], *, options: CompileOptions | None = None, threads: int = 2
+) -> list[str]:
+    """`store_keyed` for each identity of ``builds``, ``threads`` modules at a time in
+    parallel threads; return the identities compiled (those the cache lacked).
+
+    >>> store_keyed_all({}) == []
+    True
+    """
+    options = _checked_options(options)
+    if not cache.cache_enabled():
+        return []
+    with _LLVM_LOCK:
+        missing = [identity for identity in builds if _cached_object(keyed_cache_key(identity, options)) is None]
+        for start in range(0, len(missing), max(1, threads)):
+            batch = missing[start : start + max(1, threads)]
+            objects = _compile_objects([_ir_text(builds[identity]()) for identity in batch], options, {})
+            for identity, (object_code, _) in zip(batch, objects):
+                cache.store(keyed_cache_key(identity, options), object_code)
+    return missing
 
 
 def keyed_cache_key(identity: str, options: CompileOptions | None = None) -> str:

@@ -42,7 +42,16 @@ import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
 from . import cache, collector, debug
-from .jit import CompiledModule, CompileOptions, compile_keyed, keyed_cache_key, load_cached_keyed, store_keyed
+from .jit import (
+    CompiledModule,
+    CompileOptions,
+    compile_keyed,
+    keyed_cache_key,
+    load_cached_keyed,
+    store_keyed,
+    store_keyed_all,
+)
+from .llvm_threads import usable_cores
 from .matmul import KERNEL_PARTS, MICRO_KERNEL_PREFIX, emit_kernel_part, emit_matmul, kernel_parts, matmul_function_type
 from .parallel import EPILOGUE_FN, parallel_matmul
 
@@ -306,24 +315,16 @@ def build(dtypes: Iterable[str] = DTYPES) -> list[str]:
     """
     if not cache.cache_enabled():
         raise RuntimeError("the compile cache is off (SYMBACKPROP_CACHE=0): there is nowhere to build the library")
+    token = _source_token()
     missing = [unit for unit, present in cached(dtypes).items() if not present]
-    return _store(missing, _source_token())
-
-
-def _store(units: list[str], source_token: str) -> list[str]:
-    """Compile each unit into the disk cache unless another process has claimed it; return
-    those compiled here."""
-    compiled = []
-    for unit in units:
-        key = _key(unit, source_token)
-        if not cache.claim(key, os.getpid()):
-            continue  # another process compiles it
-        try:
-            if store_keyed(_identity(unit, source_token), lambda u=unit: _unit_ir(u), options=LIBRARY_OPTIONS):
-                compiled.append(unit)
-        finally:
-            cache.release(key, os.getpid())
-    return compiled
+    claimed = [unit for unit in missing if cache.claim(_key(unit, token), os.getpid())]  # the rest: another process's
+    try:
+        builds = {_identity(unit, token): (lambda u=unit: _unit_ir(u)) for unit in claimed}
+        compiled = set(store_keyed_all(builds, options=LIBRARY_OPTIONS, threads=usable_cores()))
+    finally:
+        for unit in claimed:
+            cache.release(_key(unit, token), os.getpid())
+    return [unit for unit in claimed if _identity(unit, token) in compiled]
 
 
 def loaded() -> list[str]:
@@ -359,7 +360,14 @@ def _main(arguments: list[str]) -> None:
     """The helper: ``python -m codegen.library SOURCE_TOKEN float32:kernels float32:nn ...``
     compiles each module into the disk cache, claiming it first."""
     source_token, *units = arguments
-    _store(units, source_token)  # a unit that the process which started this one claimed is its own
+    for unit in units:  # one at a time: the process that started this one compiles beside it
+        key = _key(unit, source_token)
+        if not cache.claim(key, os.getpid()):
+            continue  # that process compiles it
+        try:
+            store_keyed(_identity(unit, source_token), lambda u=unit: _unit_ir(u), options=LIBRARY_OPTIONS)
+        finally:
+            cache.release(key, os.getpid())
 
 
 if __name__ == "__main__":

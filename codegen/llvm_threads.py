@@ -17,16 +17,21 @@ The object code is the same either way: same passes, same target, same options.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import llvmlite.binding as llvm
 from llvmlite.binding import ffi
 
 from .target import own_target_machine, pass_builder
 
-__all__ = ["available", "compile_modules"]
+if TYPE_CHECKING:
+    from .jit import CompileOptions
+
+__all__ = ["available", "compile_modules", "usable_cores"]
 
 # The C functions called without the lock: llvmlite's ctypes library behind its locking
 # wrapper, whose argument and result types llvmlite declared when it was imported.
@@ -36,6 +41,7 @@ _UNLOCKED_CALLS = (
     "LLVMPY_SetTarget",
     "LLVMPY_SetDataLayout",
     "LLVMPY_RunNewModulePassManager",
+    "LLVMPY_RunNewFunctionPassManager",
     "LLVMPY_TargetMachineEmitToMemory",
     "LLVMPY_GetBufferStart",
     "LLVMPY_GetBufferSize",
@@ -65,29 +71,44 @@ def available() -> bool:
     return _C is not None
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one).
+
+    >>> usable_cores() >= 1
+    True
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 @dataclass
 class _Job:
     """One module's LLVM objects, used by one thread only, and what came of them."""
 
     text: str
-    speed_level: int
-    vectorize: bool
-    unroll: bool
+    options: CompileOptions
     keep_ir: bool
     context: llvm.ContextRef = field(init=False)
     machine: llvm.TargetMachine = field(init=False)
     builder: llvm.PassBuilder = field(init=False)
-    passes: llvm.ModulePassManager = field(init=False)
+    passes: llvm.ModulePassManager | llvm.FunctionPassManager = field(init=False)
     module: llvm.ModuleRef | None = None
     object_code: bytes = b""
     optimized_ir: str | None = None
     error: BaseException | None = None
 
     def prepare(self) -> None:
+        options = self.options
         self.context = llvm.create_context()
         self.machine = own_target_machine()
-        self.builder = pass_builder(self.machine, self.speed_level, vectorize=self.vectorize, unroll=self.unroll)
-        self.passes = self.builder.getModulePassManager()
+        self.builder = pass_builder(
+            self.machine, options.speed_level, vectorize=options.vectorize, unroll=options.unroll
+        )
+        # The module pipeline, or the per-function one that `codegen.target.optimize` runs
+        # on each function of a module compiled without interprocedural passes.
+        pipeline = self.builder.getModulePassManager if options.interprocedural else self.builder.getFunctionPassManager
+        self.passes = pipeline()
 
     def run(self) -> None:
         try:
@@ -106,7 +127,12 @@ class _Job:
                 raise _compile_error(f"invalid LLVM IR: {message}")
         _C.LLVMPY_SetTarget(self.module, self.machine.triple.encode())
         _C.LLVMPY_SetDataLayout(self.module, str(self.machine.target_data).encode())
-        _C.LLVMPY_RunNewModulePassManager(self.passes, self.module, self.builder)
+        if self.options.interprocedural:
+            _C.LLVMPY_RunNewModulePassManager(self.passes, self.module, self.builder)
+        else:
+            for function in self.module.functions:
+                if not function.is_declaration and not function.name.startswith(self.options.as_written):
+                    _C.LLVMPY_RunNewFunctionPassManager(self.passes, function, self.builder)
         if self.keep_ir:
             self.optimized_ir = str(self.module)
         with ffi.OutputString() as message:
@@ -134,13 +160,13 @@ def _compile_error(message: str) -> Exception:
 
 
 def compile_modules(
-    texts: Sequence[str], *, speed_level: int = 3, vectorize: bool = True, unroll: bool = True, keep_ir: bool = False
+    texts: Sequence[str], options: CompileOptions, *, keep_ir: bool = False
 ) -> list[tuple[bytes, str | None]]:
-    """Object code of each module of ``texts``, optimised by LLVM's module pipeline at
-    ``speed_level`` for the host, compiled in parallel threads (the last module in the
-    calling thread): ``(object code, optimised IR if keep_ir else None)`` per module.
+    """Object code of each module of ``texts``, optimised as ``options`` say for the host,
+    compiled in parallel threads (the last module in the calling thread): ``(object code,
+    optimised IR if keep_ir else None)`` per module.
 
-    Needs `available`; `codegen.jit.compile_ir` falls back to one module after the other.
+    Needs `available`; `codegen.jit` falls back to one module after the other.
 
     Raises
     ------
@@ -149,14 +175,15 @@ def compile_modules(
 
     Examples
     --------
+    >>> from codegen.jit import CompileOptions
     >>> ir = 'define i64 @f{0}(i64 %x) {{\\n  %y = mul i64 %x, {0}\\n  ret i64 %y\\n}}\\n'
-    >>> objects = compile_modules([ir.format(2), ir.format(3)])
+    >>> objects = compile_modules([ir.format(2), ir.format(3)], CompileOptions())
     >>> [len(code) > 0 and optimised is None for code, optimised in objects]
     [True, True]
     """
     if not available():
         raise RuntimeError("llvmlite's C functions are not reachable here: compile the modules one at a time")
-    jobs = [_Job(text, speed_level, vectorize, unroll, keep_ir) for text in texts]
+    jobs = [_Job(text, options, keep_ir) for text in texts]
     started = []
     try:
         for job in jobs:
