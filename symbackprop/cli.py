@@ -422,6 +422,10 @@ def main(argv=None) -> int:
             return bench(argv[1:])  # every option, --help included, is the benchmark script's
         args = parser().parse_args(argv)
         return args.handler(args)
+    except BrokenPipeError:  # before USER_ERRORS, which catches every OSError
+        # The reader went away (``symbackprop train | head``): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except USER_ERRORS as error:
         message = " ".join(line.strip() for line in str(error).splitlines()) or type(error).__name__
         print(f"symbackprop: error: {message}", file=sys.stderr)
@@ -429,10 +433,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("symbackprop: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # The reader went away (``symbackprop train | head``): stop quietly, as Unix tools do.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The ``symbackprop`` command line: training, formulas, checkpoints and one-line errors."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -143,6 +144,23 @@ def test_installed_command_runs_as_a_process():
     )
     assert result.returncode == 0, result.stderr
     assert "∂L/∂W1" in result.stdout
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """``symbackprop formulas | head -1``: the pipe closes before the command writes."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "symbackprop.cli", "formulas", "--model", "2-2"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141 and result.stderr == ""
 
 
 def test_bench_passes_every_option_to_the_benchmark_script():
