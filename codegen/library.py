@@ -16,7 +16,7 @@ of 0.40-0.47 s of LLVM each from cold; as three parts and three variants they ar
 all, and a fourth variant adds a tenth of a second.
 
 LLVM calls through llvmlite hold one lock per process, so threads do not help; instead,
-`prefetch` starts a helper process (``python -m codegen.library``) that compiles the
+`prefetch` starts a helper process (`_main`, this module's) that compiles the
 modules a program needs into the disk cache, first to last (the parts first), while this
 process emits and compiles the program. `load_variants` then compiles, last to first, what
 the helper has not started, loads them all in order and waits for the ones the helper is
@@ -64,6 +64,7 @@ DTYPES = ("float32", "float64")
 # Level 2 of that pipeline rather than 3: a float32 step's six modules optimise in 0.24
 # instead of 0.29 s, products of 16 to 784 as fast (0.985-1.011 of level 3's time, all three
 # transpositions, side by side in one process; level 1 saved 0.12 s but ran them 1-4% slower).
+ENTRY_PREFIX = "sbp_matmul_"
 LIBRARY_OPTIONS = CompileOptions(
     speed_level=2, vectorize=False, interprocedural=False, as_written=(MICRO_KERNEL_PREFIX,)
 )
@@ -85,7 +86,7 @@ def matmul_symbol(dtype: str, trans_a: bool, trans_b: bool, one_thread: bool = F
     'sbp_matmul_float32_nn_epilogue'
     """
     suffix = "_one_thread" if one_thread else "_epilogue" if epilogue else ""
-    return f"sbp_matmul_{dtype}_{'t' if trans_a else 'n'}{'t' if trans_b else 'n'}{suffix}"
+    return f"{ENTRY_PREFIX}{dtype}_{'t' if trans_a else 'n'}{'t' if trans_b else 'n'}{suffix}"
 
 
 def _letters(trans_a: bool, trans_b: bool) -> str:
@@ -161,6 +162,12 @@ class _Helper:
         self.process.wait()
 
 
+# The helper's program. It imports this package from where this process did, put first on
+# its path: ahead of the working directory, which ``python -m`` and ``-c`` put there, where a
+# ``codegen`` package of the user's own would be found instead.
+_HELPER_PROGRAM = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); from codegen.library import _main; _main(sys.argv[1:])"
+)
 _helpers: dict[str, _Helper] = {}  # unit -> the helper compiling it
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_helpers.clear)  # a forked child's helpers are its parent's
@@ -207,14 +214,11 @@ def prefetch(variants: Iterable[tuple[str, bool, bool]]) -> bool:
         wanted = [unit for unit in unready if not cache.contains(_key(unit, token))]
         if not wanted:
             return False
-        # The helper imports this package from where this process did.
-        environment = dict(os.environ)
         package_root = str(Path(__file__).resolve().parent.parent)
-        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
-        command = [sys.executable, "-m", "codegen.library", token, *wanted]
+        command = [sys.executable, "-c", _HELPER_PROGRAM, package_root, token, *wanted]
         try:
             process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )  # it compiles the modules in the order given, claiming each (see `load_variants`)
         except OSError as error:
             debug.log(1, f"no library helper: {error}")
@@ -357,8 +361,9 @@ def declare_matmul(
 
 
 def _main(arguments: list[str]) -> None:
-    """The helper: ``python -m codegen.library SOURCE_TOKEN float32:kernels float32:nn ...``
-    compiles each module into the disk cache, claiming it first."""
+    """The helper, ``_main([SOURCE_TOKEN, "float32:kernels", "float32:nn", ...])`` (as
+    ``python -m codegen.library SOURCE_TOKEN ...`` too): compiles each module into the disk
+    cache, claiming it first."""
     source_token, *units = arguments
     for unit in units:  # one at a time: the process that started this one compiles beside it
         key = _key(unit, source_token)

@@ -38,11 +38,13 @@ print(json.dumps({"loaded": library.loaded(), "stats": cache.statistics()}))
 """
 
 
-def run_child(tmp_path, mode: str, **env) -> tuple[dict, str]:
+def run_child(tmp_path, mode: str, cwd=None, **env) -> tuple[dict, str]:
     environment = {"SYMBACKPROP_CACHE_DIR": str(tmp_path), "SYMBACKPROP_DEBUG": "1", **env}
+    root = str(Path(__file__).resolve().parents[2])  # this checkout, ahead of the working directory
     completed = subprocess.run(
-        [sys.executable, "-c", CHILD, mode],
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r})\n{CHILD}", mode],
         env={**os.environ, **environment},
+        cwd=cwd,
         capture_output=True,
         text=True,
         check=False,
@@ -61,6 +63,19 @@ def test_a_cold_compile_shares_the_variants_with_a_helper(tmp_path):
     # A second process finds everything in the cache: no helper, nothing compiled.
     again, log = run_child(tmp_path, "normal")
     assert "library helper" not in log and again["stats"]["stores"] == 0
+
+
+def test_the_helper_imports_this_package_not_one_in_the_working_directory(tmp_path):
+    """A ``codegen`` package where the program runs (a user's own) is not the helper's."""
+    decoy = tmp_path / "work" / "codegen"
+    decoy.mkdir(parents=True)
+    marker = tmp_path / "decoy imported"
+    (decoy / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (decoy / "library.py").write_text("raise SystemExit(3)\n")
+    result, log = run_child(tmp_path / "cache", "normal", cwd=tmp_path / "work")
+    assert "library helper" in log and "exited with" not in log
+    assert not marker.exists()
+    assert "sbp_matmul_float64_nn" in result["loaded"]
 
 
 def test_without_a_helper_or_with_a_failing_one_this_process_compiles(tmp_path):
