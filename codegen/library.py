@@ -64,9 +64,13 @@ DTYPES = ("float32", "float64")
 # Level 2 of that pipeline rather than 3: a float32 step's six modules optimise in 0.24
 # instead of 0.29 s, products of 16 to 784 as fast (0.985-1.011 of level 3's time, all three
 # transpositions, side by side in one process; level 1 saved 0.12 s but ran them 1-4% slower).
+# The drivers and the entry points (their names start with ENTRY_PREFIX) get no passes
+# either: they run once per product, around the packing and the kernels, and a float32
+# step's three variants took 0.18 instead of 0.27 s of LLVM, products of 16 to 784 as fast
+# (0.96-1.02 of the time, side by side in one process; the tiny and deep steps unchanged).
 ENTRY_PREFIX = "sbp_matmul_"
 LIBRARY_OPTIONS = CompileOptions(
-    speed_level=2, vectorize=False, interprocedural=False, as_written=(MICRO_KERNEL_PREFIX,)
+    speed_level=2, vectorize=False, interprocedural=False, as_written=(MICRO_KERNEL_PREFIX, ENTRY_PREFIX)
 )
 _lock = threading.Lock()
 # The arguments that the entry points with an epilogue take after the product's: the map of
