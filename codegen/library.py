@@ -15,8 +15,8 @@ dispatch, linked to the parts. A float32 training step's three variants were thr
 of 0.40-0.47 s of LLVM each from cold; as three parts and three variants they are 0.9 s in
 all, and a fourth variant adds a tenth of a second.
 
-LLVM calls through llvmlite hold one lock per process, so threads do not help; instead,
-`prefetch` starts a helper process (`_main`, this module's) that compiles the
+Emitting a module's IR is Python, which runs one thread at a time, so a process of its own
+does the library's share: `prefetch` starts a helper process (`_main`) that compiles the
 modules a program needs into the disk cache, first to last (the parts first), while this
 process emits and compiles the program. `load_variants` then compiles, last to first, what
 the helper has not started, loads them all in order and waits for the ones the helper is
@@ -24,7 +24,8 @@ still compiling; each process claims a module in the cache (`codegen.cache.claim
 compiling it, so that the two meet in the middle. ``SYMBACKPROP_COMPILE_HELPER=0`` (or a
 disabled cache) compiles everything in this process; so does a helper that fails. When
 every module is in the cache already (a warm start), they are loaded into one engine
-(`codegen.jit.load_cached_keyed`), which links them to each other.
+(`codegen.jit.compile_keyed_group`), which links them to each other; so, without a helper,
+are the modules this process compiles, two at a time in parallel threads.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ from .jit import (
     CompiledModule,
     CompileOptions,
     compile_keyed,
+    compile_keyed_group,
     keyed_cache_key,
-    load_cached_keyed,
     store_keyed,
     store_keyed_all,
 )
@@ -249,12 +250,12 @@ def load_variants(variants: Iterable[tuple[str, bool, bool]]) -> None:
         if not units:
             return
         token = _source_token()
-        if not any(unit in _helpers for unit in units):  # a warm start: all in one engine if all are cached
-            group = load_cached_keyed([_identity(unit, token) for unit in units], options=LIBRARY_OPTIONS)
-            if group is not None:
-                for unit, compiled in zip(units, group):
-                    _register(unit, compiled)
-                return
+        if not any(unit in _helpers for unit in units):  # a warm start, or no helper: all in one engine
+            builds = {_identity(unit, token): (lambda u=unit: _unit_ir(u)) for unit in units}
+            group = compile_keyed_group(builds, options=LIBRARY_OPTIONS, threads=usable_cores())
+            for unit, compiled in zip(units, group):
+                _register(unit, compiled)
+            return
         for unit in reversed(units):
             helper = _helpers.get(unit)
             key = _key(unit, token)

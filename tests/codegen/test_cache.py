@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from codegen import cache
-from codegen.jit import CompileOptions, UnresolvedSymbolError, compile_ir, compile_keyed, load_cached_keyed, store_keyed
+from codegen.jit import (
+    CompileOptions,
+    UnresolvedSymbolError,
+    compile_ir,
+    compile_keyed,
+    compile_keyed_group,
+    store_keyed,
+)
 from codegen.objfile import read_symbols
 from codegen.target import TargetSpec, host_spec
 
@@ -202,16 +209,20 @@ define i64 @{caller}(i64 %x) {{
 _CALLEE = "define i64 @{callee}(i64 %x) {{\n  %y = mul i64 %x, 3\n  ret i64 %y\n}}\n"
 
 
-def test_a_cached_group_loads_into_one_engine_that_links_it(cache_dir):
+def test_a_keyed_group_loads_into_one_engine_that_links_it(cache_dir):
     tag = uuid.uuid4().hex[:8]
     names = {"caller": f"caller_{tag}", "callee": f"callee_{tag}"}
     identities = [f"group test {tag} callee", f"group test {tag} caller"]
-    assert load_cached_keyed(identities) is None  # nothing cached: nothing loaded
-    store_keyed(identities[0], lambda: _CALLEE.format(**names))
-    assert load_cached_keyed(identities) is None  # one of the two missing
-    store_keyed(identities[1], lambda: _CALLER.format(**names))
-    callee, caller = load_cached_keyed(identities)
-    assert callee.from_cache and callee.functions == (names["callee"],) and caller.functions == (names["caller"],)
+    builds = {identities[0]: lambda: _CALLEE.format(**names), identities[1]: lambda: _CALLER.format(**names)}
+    store_keyed(identities[0], builds[identities[0]])  # the callee cached, the caller not
+    callee, caller = compile_keyed_group(builds)
+    assert callee.from_cache and not caller.from_cache
+    assert callee.functions == (names["callee"],) and caller.functions == (names["caller"],)
     assert caller.function(names["caller"], ctypes.c_int64, ctypes.c_int64)(14) == 43
+    again = compile_keyed_group(builds)  # now both from the cache
+    assert all(module.from_cache for module in again)
+    assert again[1].function(names["caller"], ctypes.c_int64, ctypes.c_int64)(2) == 7
     with pytest.raises(UnresolvedSymbolError, match=names["callee"]):
-        load_cached_keyed(identities[1:])  # the caller alone: its callee is not in the process
+        compile_keyed_group(
+            {identities[1]: builds[identities[1]]}
+        )  # the caller alone: its callee is not in the process
