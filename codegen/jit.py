@@ -397,16 +397,7 @@ def store_keyed(identity: str, build, *, options: CompileOptions | None = None) 
     For code compiled for another process (a helper filling the cache) or that calls
     functions this process has not loaded yet. Nothing happens when the cache is off.
     """
-    options = _checked_options(options)
-    if not cache.cache_enabled():
-        return False
-    key = keyed_cache_key(identity, options)
-    with _LLVM_LOCK:
-        if _cached_object(key) is not None:
-            return False
-        object_code, _ = _compile_object(_ir_text(build()), options, {})
-        cache.store(key, object_code)
-    return True
+    return bool(store_keyed_all({identity: build}, options=options))
 
 
 def store_keyed_all(
