@@ -48,9 +48,10 @@ empty directory, ``warm`` in a second process reading that cache; both time the
 ``sb.compile_step`` (or ``sb.compile``) call after the graph is built and the back end is
 imported. The compile row also times a new model: the step compiled where another process
 has built the kernel library into the cache and nothing else, as on a machine where
-symbackprop has compiled another model before. JAX's figure is the first call of its jitted step in a fresh process, after its
-backend has started. Those start-up costs are reported apart. The compile row takes the
-median of three such measurements, the other rows one.
+symbackprop has compiled another model before. JAX's figure is the first call of its
+jitted step in a fresh process, after its backend has started. Those start-up costs are
+reported apart. The compile row takes the median of three such measurements, the other
+rows one.
 """
 
 from __future__ import annotations
@@ -1031,12 +1032,11 @@ DIGITS_COLUMNS = {"ours fit": "ours"}
 def start_notes(times: dict[str, float]) -> list[str]:
     notes = ["ours = cold compile of the mnist step; jax jit = JAX's first call of its jitted step"]
     if "new model" in times:
-        notes.append(
-            f"a new model where the kernel library is cached (another model compiled before): "
-            f"{format_time(times['new model'])}, {times['new model'] / times['jax first call']:.2f} of JAX's first call"
-            if "jax first call" in times
-            else f"a new model where the kernel library is cached: {format_time(times['new model'])}"
-        )
+        new_model = "a new model where the kernel library is cached (another model compiled before): "
+        new_model += format_time(times["new model"])
+        if "jax first call" in times:
+            new_model += f", {times['new model'] / times['jax first call']:.2f} of JAX's first call"
+        notes.append(new_model)
     starts = [
         f"{label} {format_time(times[key])}"
         for key, label in (("ours start", "symbackprop's import of its back end"), ("jax start", "JAX's backend"))

@@ -413,26 +413,36 @@ def store_keyed_all(
     if not cache.cache_enabled():
         return []
     identities = list(builds)
+    keys = [keyed_cache_key(identity, options) for identity in identities]
     with _LLVM_LOCK:
-        objects = [_cached_object(keyed_cache_key(identity, options)) for identity in identities]
-        missing = _compile_missing(objects, identities, builds, options, {}, threads, store=True)
+        objects = [_cached_object(key) for key in keys]
+        missing, _ = _compile_missing(objects, keys, _builder(identities, builds), options, {}, threads, store=True)
     return [identities[index] for index in missing]
 
 
-def _compile_missing(objects: list, identities: list[str], builds: dict, options, timings, threads, store) -> list[int]:
-    """Fill the Nones of ``objects`` with the code of the same identities' modules, built
-    and compiled ``threads`` at a time (`_compile_objects`), stored in the cache if asked;
-    return their positions. Call with `_LLVM_LOCK` held."""
+def _builder(identities: list[str], builds: dict) -> Callable[[int], str]:
+    """The IR text of the ``index``-th identity's module, built when asked for."""
+    return lambda index: _ir_text(builds[identities[index]]())
+
+
+def _compile_missing(
+    objects: list, keys: list[str], text_of: Callable[[int], str], options, timings, threads: int, store: bool
+) -> tuple[list[int], list[str | None]]:
+    """Fill the Nones of ``objects`` with the code of the modules whose IR ``text_of(index)``
+    gives, compiled ``threads`` at a time (`_compile_objects`) and stored in the cache under
+    ``keys`` if asked; return their positions and each module's optimised IR (when debugging
+    keeps it). Call with `_LLVM_LOCK` held."""
     missing = [index for index, entry in enumerate(objects) if entry is None]
+    optimized_ir: list[str | None] = [None] * len(objects)
     step = max(1, threads)
     for start in range(0, len(missing), step):
         batch = missing[start : start + step]
-        compiled = _compile_objects([_ir_text(builds[identities[index]]()) for index in batch], options, timings)
-        for index, (object_code, _) in zip(batch, compiled):
-            objects[index] = (object_code, read_symbols(object_code))
+        compiled = _compile_objects([text_of(index) for index in batch], options, timings)
+        for index, (object_code, optimized) in zip(batch, compiled):
+            objects[index], optimized_ir[index] = (object_code, read_symbols(object_code)), optimized
             if store:
-                cache.store(keyed_cache_key(identities[index], options), object_code)
-    return missing
+                cache.store(keys[index], object_code)
+    return missing, optimized_ir
 
 
 def keyed_cache_key(identity: str, options: CompileOptions | None = None) -> str:
@@ -466,16 +476,12 @@ def _compile_or_load(
         if use_cache:
             with debug.stage("cache", timings):
                 objects = [_cached_object(key) for key in keys]
-        missing = [index for index, entry in enumerate(objects) if entry is None]
-        optimized_ir = [None] * len(keys)
-        if missing:
+        if None in objects:
             ir_texts = ir_texts or make_ir()
             debug.log(1, f"module {keys[0][:16]}: {sum(len(t) for t in ir_texts)} characters of IR")
-            compiled = _compile_objects([ir_texts[index] for index in missing], options, timings)
-            for index, (object_code, optimized) in zip(missing, compiled):
-                objects[index], optimized_ir[index] = (object_code, read_symbols(object_code)), optimized
-                if use_cache:
-                    cache.store(keys[index], object_code)
+        missing, optimized_ir = _compile_missing(
+            objects, keys, lambda index: ir_texts[index], options, timings, threads=len(keys), store=use_cache
+        )
     if before_load is not None:  # outside the lock: it may compile modules of its own
         with debug.stage("before load", timings):
             before_load()
@@ -517,7 +523,9 @@ def compile_keyed_group(
     timings: dict[str, float] = {}
     with _LLVM_LOCK:
         objects = [_cached_object(key) if use_cache else None for key in keys]
-        missing = set(_compile_missing(objects, identities, builds, options, timings, threads, store=use_cache))
+        missing, _ = _compile_missing(
+            objects, keys, _builder(identities, builds), options, timings, threads, store=use_cache
+        )
         with debug.stage("load", timings):
             engine = _load_objects(objects)
     return [

@@ -189,6 +189,11 @@ def _identity(unit: str, source_token: str) -> str:
     return f"kernel library {source_token} {unit}"
 
 
+def _builds(units: list[str], source_token: str) -> dict:
+    """Each unit's identity, and the function that emits its IR (called on a cache miss)."""
+    return {_identity(unit, source_token): (lambda u=unit: _unit_ir(u)) for unit in units}
+
+
 def _key(unit: str, source_token: str) -> str:
     return keyed_cache_key(_identity(unit, source_token), LIBRARY_OPTIONS)
 
@@ -251,8 +256,7 @@ def load_variants(variants: Iterable[tuple[str, bool, bool]]) -> None:
             return
         token = _source_token()
         if not any(unit in _helpers for unit in units):  # a warm start, or no helper: all in one engine
-            builds = {_identity(unit, token): (lambda u=unit: _unit_ir(u)) for unit in units}
-            group = compile_keyed_group(builds, options=LIBRARY_OPTIONS, threads=usable_cores())
+            group = compile_keyed_group(_builds(units, token), options=LIBRARY_OPTIONS, threads=usable_cores())
             for unit, compiled in zip(units, group):
                 _register(unit, compiled)
             return
@@ -328,8 +332,7 @@ def build(dtypes: Iterable[str] = DTYPES) -> list[str]:
     missing = [unit for unit, present in cached(dtypes).items() if not present]
     claimed = [unit for unit in missing if cache.claim(_key(unit, token), os.getpid())]  # the rest: another process's
     try:
-        builds = {_identity(unit, token): (lambda u=unit: _unit_ir(u)) for unit in claimed}
-        compiled = set(store_keyed_all(builds, options=LIBRARY_OPTIONS, threads=usable_cores()))
+        compiled = set(store_keyed_all(_builds(claimed, token), options=LIBRARY_OPTIONS, threads=usable_cores()))
     finally:
         for unit in claimed:
             cache.release(_key(unit, token), os.getpid())

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import llvmlite.binding as llvm
 from llvmlite.binding import ffi
 
-from .target import own_target_machine, pass_builder
+from .target import functions_to_optimize, own_target_machine, pass_builder
 
 if TYPE_CHECKING:
     from .jit import CompileOptions
@@ -130,9 +130,8 @@ class _Job:
         if self.options.interprocedural:
             _C.LLVMPY_RunNewModulePassManager(self.passes, self.module, self.builder)
         else:
-            for function in self.module.functions:
-                if not function.is_declaration and not function.name.startswith(self.options.as_written):
-                    _C.LLVMPY_RunNewFunctionPassManager(self.passes, function, self.builder)
+            for function in functions_to_optimize(self.module, self.options.as_written):
+                _C.LLVMPY_RunNewFunctionPassManager(self.passes, function, self.builder)
         if self.keep_ir:
             self.optimized_ir = str(self.module)
         with ffi.OutputString() as message:

@@ -54,7 +54,7 @@ def split_module(module: ir.Module, parts: int) -> list[str]:
     Internal functions that call or name one another stay together; a group reached only
     from functions of other modules gets external linkage there, and a declaration where it
     is called. Functions that are not internal, global variables and the groups that name
-    an internal global variable stay in the first module. Every module carries all the
+    a variable the module defines stay in the first module. Every module carries all the
     metadata, so that references to it keep their numbers. One module (``parts`` of 1, or
     nothing to move) is ``[str(module)]``.
 
@@ -94,10 +94,11 @@ def split_module(module: ir.Module, parts: int) -> list[str]:
     }
     texts = {name: str(value) for name, value in defined.items()}
     references = {name: _references(text) - {name} for name, text in texts.items()}
-    movable = _movable_groups(values, texts, references)
+    sizes = {name: _size(text) for name, text in texts.items()}
+    movable = _movable_groups(values, texts, references, sizes)
     if parts == 1 or not movable:
         return [str(module)]
-    modules = _deal(movable, sum(_size(texts[name]) for name in defined) - sum(size for _, size in movable), parts)
+    modules = _deal(movable, sum(sizes.values()) - sum(size for _, size in movable), parts)
     home = {name: index for index, (group, _) in enumerate(modules[1:], 1) for name in group}
     crossing = {
         name
@@ -116,7 +117,7 @@ def split_module(module: ir.Module, parts: int) -> list[str]:
     return [_module_text(module, values, texts, references, home, index) for index in range(len(modules))]
 
 
-def _movable_groups(values: dict, texts: dict, references: dict) -> list[tuple[frozenset, int]]:
+def _movable_groups(values: dict, texts: dict, references: dict, sizes: dict) -> list[tuple[frozenset, int]]:
     """The groups of internal functions that may leave the first module, with their sizes."""
     local = {name for name in texts if values[name].linkage in _LOCAL}
     groups = _Groups(local)
@@ -129,7 +130,7 @@ def _movable_groups(values: dict, texts: dict, references: dict) -> list[tuple[f
     # A group that names a variable the module defines stays with it, in the first module.
     defines = {name for name, value in values.items() if not _is_declaration(value) and name not in texts}
     return [
-        (frozenset(names), sum(_size(texts[n]) for n in names))
+        (frozenset(names), sum(sizes[n] for n in names))
         for _, names in sorted(members.items())
         if not any(references[n] & defines for n in names)
     ]

@@ -39,6 +39,7 @@ __all__ = [
     "prepare_module",
     "optimize",
     "pass_builder",
+    "functions_to_optimize",
     "emit_assembly",
     "versions_token",
 ]
@@ -290,10 +291,20 @@ def optimize(
         builder.getModulePassManager().run(module_ref, builder)
         return module_ref
     functions = builder.getFunctionPassManager()
-    for function in module_ref.functions:
-        if not function.is_declaration and not function.name.startswith(as_written):
-            functions.run(function, builder)
+    for function in functions_to_optimize(module_ref, as_written):
+        functions.run(function, builder)
     return module_ref
+
+
+def functions_to_optimize(module_ref: llvm.ModuleRef, as_written: tuple[str, ...] = ()) -> list[llvm.ValueRef]:
+    """The functions that the per-function pipeline runs on: those the module defines, but
+    for the ones whose names start with a prefix of ``as_written`` (see `optimize`).
+
+    >>> m = llvm.parse_assembly("declare void @g()\\ndefine void @f() { ret void }\\ndefine void @k() { ret void }")
+    >>> [f.name for f in functions_to_optimize(m, ("k",))]
+    ['f']
+    """
+    return [f for f in module_ref.functions if not f.is_declaration and not f.name.startswith(as_written)]
 
 
 def pass_builder(
