@@ -19,6 +19,7 @@ import llvmlite.ir as ir
 from codegen import cache, debug, llvm_threads
 from codegen.objfile import ObjectSymbols, read_symbols
 from codegen.target import (
+    code_generation,
     emit_assembly,
     engine_target_machine,
     host_spec,
@@ -301,7 +302,7 @@ def _compile_object(ir_text: str, options: CompileOptions, timings: dict[str, fl
     with debug.stage("optimize", timings):
         options.optimize(module_ref)
     optimized_ir = str(module_ref) if debug.debug_level() >= 2 else None
-    with debug.stage("codegen", timings):
+    with debug.stage("codegen", timings), code_generation():
         object_code = host_target_machine().emit_object(module_ref)
     return object_code, optimized_ir
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import llvmlite.binding as llvm
 from llvmlite.binding import ffi
 
-from .target import functions_to_optimize, own_target_machine, pass_builder
+from .target import code_generation, functions_to_optimize, own_target_machine, pass_builder
 
 if TYPE_CHECKING:
     from .jit import CompileOptions
@@ -184,19 +184,20 @@ def compile_modules(
         raise RuntimeError("llvmlite's C functions are not reachable here: compile the modules one at a time")
     jobs = [_Job(text, options, keep_ir) for text in texts]
     started = []
-    try:
-        for job in jobs:
-            job.prepare()
-        for job in jobs[:-1]:
-            thread = threading.Thread(target=job.run, name="llvm-compile", daemon=True)
-            thread.start()
-            started.append(thread)
-        jobs[-1].run()
-    finally:
-        for thread in started:  # before any job's objects are freed
-            thread.join()
-        for job in jobs:
-            job.dispose()
+    with code_generation():  # the threads are joined before it ends
+        try:
+            for job in jobs:
+                job.prepare()
+            for job in jobs[:-1]:
+                thread = threading.Thread(target=job.run, name="llvm-compile", daemon=True)
+                thread.start()
+                started.append(thread)
+            jobs[-1].run()
+        finally:
+            for thread in started:  # before any job's objects are freed
+                thread.join()
+            for job in jobs:
+                job.dispose()
     for job in jobs:
         if job.error is not None:
             raise job.error

@@ -499,21 +499,29 @@ def _k_loop(e: _Emitter, tiles, ap, bp, start, kc, step: int, name: str):
 
     ``tiles`` is a list of accumulator sets (rows of vectors); step ``u`` of an iteration
     updates set ``u mod len(tiles)``. Returns the accumulators and the first step not done.
+    The loop steps its own pointers into the panels, so that every load of an iteration is
+    at a constant offset from one of them (code generation runs without LLVM's loop strength
+    reduction, which would otherwise have made them so: see `codegen.target`).
     """
     cfg = e.cfg
+    panels = [
+        (e.b.gep(ap, [e.b.mul(start, e.i64(cfg.mr))]), cfg.mr),
+        (e.b.gep(bp, [e.b.mul(start, e.i64(cfg.nr))]), cfg.nr),
+    ]
 
-    def update(accs, k, u):
-        a_col = e.b.gep(ap, [e.b.mul(k, e.i64(cfg.mr))])
-        b_row = e.b.gep(bp, [e.b.mul(k, e.i64(cfg.nr))])
+    def update(accs, k, u, pointers):
+        a_col, b_row = pointers
         return _fma_step(e, accs, e.at(a_col, u * cfg.mr), e.at(b_row, u * cfg.nr))
 
-    return _accumulate(e, tiles, update, start, kc, step, name)
+    return _accumulate(e, tiles, update, start, kc, step, name, panels)
 
 
-def _accumulate(e: _Emitter, tiles, update, start, kc, step: int, name: str):
+def _accumulate(e: _Emitter, tiles, update, start, kc, step: int, name: str, cursors=()):
     """The k loop around ``update(accs, k, u)``, the rank-1 update of step ``k + u``.
 
-    The accumulators are phi nodes, which is what keeps them in registers.
+    The accumulators are phi nodes, which is what keeps them in registers. ``cursors`` are
+    ``(pointer at step start, elements per step)`` pairs: the loop advances each pointer
+    itself and passes them to ``update(accs, k, u, pointers)``.
     """
     b = e.b
     before = b.block
@@ -524,6 +532,9 @@ def _accumulate(e: _Emitter, tiles, update, start, kc, step: int, name: str):
     b.position_at_end(head)
     k = b.phi(_I64, name=name)
     k.add_incoming(start, before)
+    pointers = [b.phi(pointer.type) for pointer, _ in cursors]
+    for phi, (pointer, _) in zip(pointers, cursors):
+        phi.add_incoming(pointer, before)
     phis = [[[b.phi(e.vector) for _ in row] for row in tile] for tile in tiles]
     _add_incoming(phis, tiles, before)
     b.cbranch(b.icmp_signed("<=", b.add(k, e.i64(step)), kc), body, done)
@@ -531,8 +542,10 @@ def _accumulate(e: _Emitter, tiles, update, start, kc, step: int, name: str):
     new = list(phis)
     for u in range(step):
         s = u % len(tiles)
-        new[s] = update(new[s], k, u)
+        new[s] = update(new[s], k, u, pointers) if cursors else update(new[s], k, u)
     k.add_incoming(b.add(k, e.i64(step)), b.block)
+    for phi, (_, stride) in zip(pointers, cursors):
+        phi.add_incoming(e.at(phi, step * stride), b.block)
     _add_incoming(phis, new, b.block)
     e.no_vectorize(b.branch(head))
     b.position_at_end(done)

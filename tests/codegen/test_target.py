@@ -1,15 +1,20 @@
 """Target description, 512-bit vector preference, and the optimisation pipeline."""
 
+import platform
 import re
+import threading
 
 import llvmlite.binding as llvm
 import pytest
 
 from codegen.target import (
     TargetSpec,
+    code_generation,
     emit_assembly,
     host_spec,
+    host_target_machine,
     optimize,
+    prepare_module,
     target_machine,
     vector_features,
 )
@@ -140,3 +145,64 @@ def test_unrolling_left_to_llvm_or_only_where_a_loop_asks():
     assert _stores("kept", unroll=False) == 1  # no unrolling but where asked
     asked = ", !llvm.loop !0", '!0 = distinct !{!0, !1}\n!1 = !{!"llvm.loop.unroll.count", i32 2}'
     assert _stores("asked", False, *asked) == 2
+
+
+# Every third double of an array, summed: loop strength reduction makes the index a pointer
+# that steps by 24 bytes; without it the loop multiplies its counter by 3 (x86: one lea).
+_STRIDED_SUM = """
+define double @strided(ptr noalias %a, i64 %n) {
+entry:
+  br label %loop
+loop:
+  %i = phi i64 [0, %entry], [%next, %loop]
+  %s = phi double [0.0, %entry], [%sum, %loop]
+  %j = mul i64 %i, 3
+  %p = getelementptr double, ptr %a, i64 %j
+  %x = load double, ptr %p
+  %sum = fadd double %s, %x
+  %next = add i64 %i, 1
+  %more = icmp slt i64 %next, %n
+  br i1 %more, label %loop, label %exit
+exit:
+  ret double %sum
+}
+"""
+
+
+def _strided_assembly() -> str:
+    module = llvm.parse_assembly(_STRIDED_SUM)
+    prepare_module(module)
+    return host_target_machine().emit_assembly(module)  # LLVM's own call: flags as they stand
+
+
+def test_code_generation_sets_its_flags_only_while_a_block_is_open_in_any_thread():
+    outside = _strided_assembly()
+    with code_generation():
+        inside = _strided_assembly()
+    assert inside != outside
+    assert _strided_assembly() == outside  # LLVM's defaults restored
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert "addq\t$24" in outside and "addq\t$24" not in inside
+
+    entered, release = threading.Event(), threading.Event()
+
+    def other_thread():
+        with code_generation():
+            entered.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    try:
+        assert entered.wait(10)
+        with code_generation():
+            pass  # leaving this block leaves the other thread's open
+        assert _strided_assembly() == inside
+    finally:
+        release.set()
+        thread.join()
+    assert _strided_assembly() == outside
+
+
+def test_code_generation_flags_are_part_of_the_cache_token():
+    assert "codegen=-disable-lsr=true" in host_spec().cache_token()
