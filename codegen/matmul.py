@@ -443,7 +443,7 @@ def _direct_tile(e: _Emitter, a_rows, a_ks, bmat, ldb, kc, used: int, mask, sets
             return e.load_vector(pointer, cfg.itemsize)
         return e.masked_load(pointer, mask, cfg.itemsize)
 
-    def update(accs, k, u):
+    def update(accs, k, u, _pointers):
         k = b.add(k, e.i64(u))
         b_row = b.gep(bmat, [b.mul(k, ldb)])
         b_vectors = [load_b(e.at(b_row, v * cfg.lanes), v) for v in range(used)]
@@ -517,11 +517,11 @@ def _k_loop(e: _Emitter, tiles, ap, bp, start, kc, step: int, name: str):
 
 
 def _accumulate(e: _Emitter, tiles, update, start, kc, step: int, name: str, cursors=()):
-    """The k loop around ``update(accs, k, u)``, the rank-1 update of step ``k + u``.
+    """The k loop around ``update(accs, k, u, pointers)``, the rank-1 update of step ``k + u``.
 
     The accumulators are phi nodes, which is what keeps them in registers. ``cursors`` are
     ``(pointer at step start, elements per step)`` pairs: the loop advances each pointer
-    itself and passes them to ``update(accs, k, u, pointers)``.
+    itself, and ``pointers`` are their values at step ``k``.
     """
     b = e.b
     before = b.block
@@ -542,7 +542,7 @@ def _accumulate(e: _Emitter, tiles, update, start, kc, step: int, name: str, cur
     new = list(phis)
     for u in range(step):
         s = u % len(tiles)
-        new[s] = update(new[s], k, u, pointers) if cursors else update(new[s], k, u)
+        new[s] = update(new[s], k, u, pointers)
     k.add_incoming(b.add(k, e.i64(step)), b.block)
     for phi, (_, stride) in zip(pointers, cursors):
         phi.add_incoming(e.at(phi, step * stride), b.block)
