@@ -53,25 +53,32 @@ from .jit import (
     store_keyed_all,
 )
 from .llvm_threads import usable_cores
-from .matmul import KERNEL_PARTS, MICRO_KERNEL_PREFIX, emit_kernel_part, emit_matmul, kernel_parts, matmul_function_type
+from .matmul import (
+    DIRECT_KERNEL_PREFIX,
+    KERNEL_PARTS,
+    MICRO_KERNEL_PREFIX,
+    emit_kernel_part,
+    emit_matmul,
+    kernel_parts,
+    matmul_function_type,
+)
 from .parallel import EPILOGUE_FN, parallel_matmul
 
 DTYPES = ("float32", "float64")
-# The library is written vectorised and split into the functions it should run as: each
-# function gets LLVM's per-function simplification (which folds the drivers' and small
-# kernels' index arithmetic: a 48 x 48 product ran 15-30% slower without it), the micro-kernels
-# none, and nothing is inlined or vectorised again. A variant compiles in 0.40-0.47 s instead
-# of 0.56-0.78 s (float32 nn, nt, tn and float64 nn), its products as fast from 32 to 128.
-# Level 2 of that pipeline rather than 3: a float32 step's six modules optimise in 0.24
-# instead of 0.29 s, products of 16 to 784 as fast (0.985-1.011 of level 3's time, all three
-# transpositions, side by side in one process; level 1 saved 0.12 s but ran them 1-4% slower).
-# The drivers and the entry points (their names start with ENTRY_PREFIX) get no passes
-# either: they run once per product, around the packing and the kernels, and a float32
-# step's three variants took 0.18 instead of 0.27 s of LLVM, products of 16 to 784 as fast
-# (0.96-1.02 of the time, side by side in one process; the tiny and deep steps unchanged).
+# The library is written vectorised and split into the functions it should run as, so
+# nothing is inlined or vectorised again, and most of it gets no optimisation passes at all:
+# the micro-kernels (MICRO_KERNEL_PREFIX) and the kernels on unpacked operands
+# (DIRECT_KERNEL_PREFIX), which step their own pointers, and the drivers and entry points
+# (ENTRY_PREFIX), which run once per product around the packing and the kernels (a float32
+# step's three variants took 0.18 instead of 0.27 s of LLVM without passes, products of 16 to
+# 784 as fast). The packing loops keep LLVM's per-function simplification, at level 2 rather
+# than 3 (products of 16 to 784 as fast, 0.985-1.011 of level 3's time).
 ENTRY_PREFIX = "sbp_matmul_"
 LIBRARY_OPTIONS = CompileOptions(
-    speed_level=2, vectorize=False, interprocedural=False, as_written=(MICRO_KERNEL_PREFIX, ENTRY_PREFIX)
+    speed_level=2,
+    vectorize=False,
+    interprocedural=False,
+    as_written=(MICRO_KERNEL_PREFIX, DIRECT_KERNEL_PREFIX, ENTRY_PREFIX),
 )
 _lock = threading.Lock()
 # The arguments that the entry points with an epilogue take after the product's: the map of

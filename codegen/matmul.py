@@ -64,6 +64,12 @@ _ALIGN = 64
 # without optimisation passes: LLVM's pipeline spent a third of the library's compile time
 # on them and the code ran no faster (64-128 square products, measured within noise).
 MICRO_KERNEL_PREFIX = "matmul.kernel."
+# Names of the kernels on unpacked operands start with this. They step their own pointers
+# through A and B, so they too are compiled as they are written: LLVM's per-function
+# pipeline took 0.11 s of a float32 library's LLVM time on them, and without it small
+# products and the steps that use them ran as fast (16 to 96, all transpositions; tiny,
+# deep and mnist steps 0.98-1.01 of the time, six alternate processes).
+DIRECT_KERNEL_PREFIX = "matmul.direct."
 
 
 # --------------------------------------------------------------------------- configuration
@@ -261,9 +267,9 @@ class _Emitter:
     def lane_mask(self, count: ir.Value, first_lane: int) -> ir.Value:
         """Vector of ``first_lane + lane < count``, for masked loads and stores."""
         lanes = self.cfg.lanes
-        index_type = ir.VectorType(_I64, lanes)
+        index_type = ir.VectorType(_I32, lanes)
         undef = ir.Constant(index_type, None)
-        single = self.b.insert_element(undef, count, ir.Constant(_I32, 0))
+        single = self.b.insert_element(undef, self.b.trunc(count, _I32), ir.Constant(_I32, 0))
         limit = self.b.shuffle_vector(single, undef, ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes))
         return self.b.icmp_signed("<", ir.Constant(index_type, list(range(first_lane, first_lane + lanes))), limit)
 
@@ -406,6 +412,9 @@ def _emit_direct_kernel(
     would read past A, read row ``mr - 1`` again into accumulators that are never stored.
     The others keep each row at a constant distance from A, which on x86 folds into the
     load's address (a clamped kernel needs a register per row and ran a third slower).
+    The k loop steps one pointer down A's columns and one down B's rows, and each row of the
+    tile reads at its fixed offset from the first: code generation alone makes plain
+    addressing of that (see `DIRECT_KERNEL_PREFIX`).
     A ``padded`` kernel reads B from a packed panel whose rows hold NR values (zeros past
     ``nr``) and always computes and loads whole rows with plain loads: reading the panel
     with the masked kernels made a 32 x 64 x 10 product slower than the packed path, and a
@@ -416,7 +425,7 @@ def _emit_direct_kernel(
     e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
     b = e.b
     last = b.sub(mr, e.i64(1))
-    a_rows = [e.at(a, b.mul(e.min(e.i64(r), last) if clamped else e.i64(r), a_rs)) for r in range(rows)]
+    a_rows = [b.mul(e.min(e.i64(r), last) if clamped else e.i64(r), a_rs) for r in range(rows)]
     # One branch per count of vectors that hold the tile's columns, the widest last.
     first = cfg.nr_vectors if padded else 1
     for used in range(first, cfg.nr_vectors + 1):
@@ -425,7 +434,7 @@ def _emit_direct_kernel(
             b.cbranch(b.icmp_signed("<=", nr, e.i64(used * cfg.lanes)), here, wider)
             b.position_at_end(here)
         mask = None if padded else e.lane_mask(nr, (used - 1) * cfg.lanes)
-        accs = _direct_tile(e, a_rows, a_ks, bmat, ldb, kc, used, mask, sets)
+        accs = _direct_tile(e, a, a_rows, a_ks, bmat, ldb, kc, used, mask, sets)
         _store_tile(e, accs, c, ldc, mr, nr, beta)
         b.ret_void()
         if used < cfg.nr_vectors:
@@ -433,7 +442,7 @@ def _emit_direct_kernel(
     return fn
 
 
-def _direct_tile(e: _Emitter, a_rows, a_ks, bmat, ldb, kc, used: int, mask, sets: int):
+def _direct_tile(e: _Emitter, a, a_rows, a_ks, bmat, ldb, kc, used: int, mask, sets: int):
     """The first ``used`` vectors of each row of the tile of `_emit_direct_kernel`; the last
     vector of B's rows is loaded under ``mask`` unless it is None."""
     b, cfg = e.b, e.cfg
@@ -443,22 +452,23 @@ def _direct_tile(e: _Emitter, a_rows, a_ks, bmat, ldb, kc, used: int, mask, sets
             return e.load_vector(pointer, cfg.itemsize)
         return e.masked_load(pointer, mask, cfg.itemsize)
 
-    def update(accs, k, u, _pointers):
-        k = b.add(k, e.i64(u))
-        b_row = b.gep(bmat, [b.mul(k, ldb)])
+    def update(accs, k, u, pointers):
+        a_col, b_row = pointers
         b_vectors = [load_b(e.at(b_row, v * cfg.lanes), v) for v in range(used)]
-        a_k = b.mul(k, a_ks)
         out = []
-        for row, acc_row in zip(a_rows, accs):
-            scalar = e.splat(b.load(b.gep(row, [a_k]), align=cfg.itemsize))
+        for offset, acc_row in zip(a_rows, accs):
+            scalar = e.splat(b.load(b.gep(a_col, [offset]), align=cfg.itemsize))
             out.append([e.fmuladd(scalar, bv, acc) for bv, acc in zip(b_vectors, acc_row)])
         return out
+
+    def cursors(start):
+        return [(b.gep(a, [b.mul(start, a_ks)]), a_ks), (b.gep(bmat, [b.mul(start, ldb)]), ldb)]
 
     zero = ir.Constant(e.vector, [0.0] * cfg.lanes)
     tiles = [[[zero] * used for _ in a_rows] for _ in range(sets)]
     step = sets * -(-cfg.unroll // sets)
-    tiles, k = _accumulate(e, tiles, update, e.i64(0), kc, step, "ku")
-    tiles, _ = _accumulate(e, tiles, update, k, kc, 1, "k1")
+    tiles, k = _accumulate(e, tiles, update, e.i64(0), kc, step, "ku", cursors(e.i64(0)))
+    tiles, _ = _accumulate(e, tiles, update, k, kc, 1, "k1", cursors(k))
     accs = tiles[0]
     for other in tiles[1:]:
         accs = [[b.fadd(x, y) for x, y in zip(row, other_row)] for row, other_row in zip(accs, other)]
@@ -511,7 +521,7 @@ def _k_loop(e: _Emitter, tiles, ap, bp, start, kc, step: int, name: str):
 
     def update(accs, k, u, pointers):
         a_col, b_row = pointers
-        return _fma_step(e, accs, e.at(a_col, u * cfg.mr), e.at(b_row, u * cfg.nr))
+        return _fma_step(e, accs, a_col, b_row)
 
     return _accumulate(e, tiles, update, start, kc, step, name, panels)
 
@@ -540,12 +550,14 @@ def _accumulate(e: _Emitter, tiles, update, start, kc, step: int, name: str, cur
     b.cbranch(b.icmp_signed("<=", b.add(k, e.i64(step)), kc), body, done)
     b.position_at_end(body)
     new = list(phis)
+    current = list(pointers)
     for u in range(step):
         s = u % len(tiles)
-        new[s] = update(new[s], k, u, pointers)
+        new[s] = update(new[s], k, u, current)
+        current = [e.at(pointer, stride) for pointer, (_, stride) in zip(current, cursors)]
     k.add_incoming(b.add(k, e.i64(step)), b.block)
-    for phi, (_, stride) in zip(pointers, cursors):
-        phi.add_incoming(e.at(phi, step * stride), b.block)
+    for phi, pointer in zip(pointers, current):
+        phi.add_incoming(pointer, b.block)
     _add_incoming(phis, new, b.block)
     e.no_vectorize(b.branch(head))
     b.position_at_end(done)
@@ -910,7 +922,7 @@ def _shared_direct_kernels(module: ir.Module, tag: str, cfg: MatmulConfig, padde
 
     def kernel(rows: int, sets: int, clamped: bool) -> ir.Function:
         suffix = f"{'.clamped' if clamped else ''}{'.padded' if padded else ''}"
-        name = f"matmul.direct.{tag}.u{cfg.unroll}.r{rows}s{sets}{suffix}"
+        name = f"{DIRECT_KERNEL_PREFIX}{tag}.u{cfg.unroll}.r{rows}s{sets}{suffix}"
         emit = lambda n: _emit_direct_kernel(module, n, cfg, rows, sets, clamped, padded)  # noqa: E731
         return _shared(module, name, emit, signature)
 

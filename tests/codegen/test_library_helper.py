@@ -17,6 +17,7 @@ import pytest
 
 from codegen import cache, library
 from codegen.matmul import MatmulKernels, emit_kernel_part, matmul_workspace_size
+from codegen.target import functions_to_optimize
 
 CHILD = r"""
 import json, sys, time
@@ -154,3 +155,13 @@ def test_a_variant_on_its_parts_equals_one_module_with_everything(trans_a, trans
 def test_an_unknown_kernel_part_is_refused():
     with pytest.raises(ValueError, match="part must be one of"):
         emit_kernel_part(ir.Module(), "float32", "micro")
+
+
+def test_only_the_packing_loops_go_through_the_optimiser():
+    # The kernels and drivers are written as they should run (their own pointers, their own
+    # vectors); the packing loops still have their index arithmetic folded by LLVM.
+    optimised = set()
+    for unit in library._units([("float32", False, False), ("float32", False, True), ("float32", True, False)]):
+        module = llvm.parse_assembly(library._unit_ir(unit))
+        optimised.update(f.name for f in functions_to_optimize(module, library.LIBRARY_OPTIONS.as_written))
+    assert optimised and all(name.startswith("matmul.pack.") for name in optimised)
