@@ -265,7 +265,12 @@ class _Emitter:
         return self.b.shuffle_vector(single, undef, ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes))
 
     def lane_mask(self, count: ir.Value, first_lane: int) -> ir.Value:
-        """Vector of ``first_lane + lane < count``, for masked loads and stores."""
+        """Vector of ``first_lane + lane < count``, for masked loads and stores.
+
+        Compared in 32-bit lanes (``count`` is at most NR): AVX2 keeps that mask in one
+        register through a loop, where 64-bit lanes took two comparisons and four shuffles
+        to remake it in every iteration.
+        """
         lanes = self.cfg.lanes
         index_type = ir.VectorType(_I32, lanes)
         undef = ir.Constant(index_type, None)
@@ -425,7 +430,7 @@ def _emit_direct_kernel(
     e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
     b = e.b
     last = b.sub(mr, e.i64(1))
-    a_rows = [b.mul(e.min(e.i64(r), last) if clamped else e.i64(r), a_rs) for r in range(rows)]
+    row_offsets = [b.mul(e.min(e.i64(r), last) if clamped else e.i64(r), a_rs) for r in range(rows)]
     # One branch per count of vectors that hold the tile's columns, the widest last.
     first = cfg.nr_vectors if padded else 1
     for used in range(first, cfg.nr_vectors + 1):
@@ -434,7 +439,7 @@ def _emit_direct_kernel(
             b.cbranch(b.icmp_signed("<=", nr, e.i64(used * cfg.lanes)), here, wider)
             b.position_at_end(here)
         mask = None if padded else e.lane_mask(nr, (used - 1) * cfg.lanes)
-        accs = _direct_tile(e, a, a_rows, a_ks, bmat, ldb, kc, used, mask, sets)
+        accs = _direct_tile(e, a, row_offsets, a_ks, bmat, ldb, kc, used, mask, sets)
         _store_tile(e, accs, c, ldc, mr, nr, beta)
         b.ret_void()
         if used < cfg.nr_vectors:
@@ -442,9 +447,10 @@ def _emit_direct_kernel(
     return fn
 
 
-def _direct_tile(e: _Emitter, a, a_rows, a_ks, bmat, ldb, kc, used: int, mask, sets: int):
-    """The first ``used`` vectors of each row of the tile of `_emit_direct_kernel`; the last
-    vector of B's rows is loaded under ``mask`` unless it is None."""
+def _direct_tile(e: _Emitter, a, row_offsets, a_ks, bmat, ldb, kc, used: int, mask, sets: int):
+    """The first ``used`` vectors of each row of the tile of `_emit_direct_kernel`, whose rows
+    start at ``row_offsets`` from A; the last vector of B's rows is loaded under ``mask``
+    unless it is None."""
     b, cfg = e.b, e.cfg
 
     def load_b(pointer, v):
@@ -456,7 +462,7 @@ def _direct_tile(e: _Emitter, a, a_rows, a_ks, bmat, ldb, kc, used: int, mask, s
         a_col, b_row = pointers
         b_vectors = [load_b(e.at(b_row, v * cfg.lanes), v) for v in range(used)]
         out = []
-        for offset, acc_row in zip(a_rows, accs):
+        for offset, acc_row in zip(row_offsets, accs):
             scalar = e.splat(b.load(b.gep(a_col, [offset]), align=cfg.itemsize))
             out.append([e.fmuladd(scalar, bv, acc) for bv, acc in zip(b_vectors, acc_row)])
         return out
@@ -465,7 +471,7 @@ def _direct_tile(e: _Emitter, a, a_rows, a_ks, bmat, ldb, kc, used: int, mask, s
         return [(b.gep(a, [b.mul(start, a_ks)]), a_ks), (b.gep(bmat, [b.mul(start, ldb)]), ldb)]
 
     zero = ir.Constant(e.vector, [0.0] * cfg.lanes)
-    tiles = [[[zero] * used for _ in a_rows] for _ in range(sets)]
+    tiles = [[[zero] * used for _ in row_offsets] for _ in range(sets)]
     step = sets * -(-cfg.unroll // sets)
     tiles, k = _accumulate(e, tiles, update, e.i64(0), kc, step, "ku", cursors(e.i64(0)))
     tiles, _ = _accumulate(e, tiles, update, k, kc, 1, "k1", cursors(k))
@@ -509,9 +515,9 @@ def _k_loop(e: _Emitter, tiles, ap, bp, start, kc, step: int, name: str):
 
     ``tiles`` is a list of accumulator sets (rows of vectors); step ``u`` of an iteration
     updates set ``u mod len(tiles)``. Returns the accumulators and the first step not done.
-    The loop steps its own pointers into the panels, so that every load of an iteration is
-    at a constant offset from one of them (code generation runs without LLVM's loop strength
-    reduction, which would otherwise have made them so: see `codegen.target`).
+    The loop steps its own pointers through the panels, so that every load is at a constant
+    offset from one of them (code generation runs without LLVM's loop strength reduction,
+    which would otherwise have made them so: see `codegen.target`).
     """
     cfg = e.cfg
     panels = [
@@ -530,8 +536,8 @@ def _accumulate(e: _Emitter, tiles, update, start, kc, step: int, name: str, cur
     """The k loop around ``update(accs, k, u, pointers)``, the rank-1 update of step ``k + u``.
 
     The accumulators are phi nodes, which is what keeps them in registers. ``cursors`` are
-    ``(pointer at step start, elements per step)`` pairs: the loop advances each pointer
-    itself, and ``pointers`` are their values at step ``k``.
+    ``(pointer at step start, elements per step)`` pairs, the elements an int or an IR value:
+    the loop advances each pointer itself, and ``pointers`` are their values at step ``k + u``.
     """
     b = e.b
     before = b.block
