@@ -130,7 +130,8 @@ def cached_build(kind, targets, inputs, params, options, build):
     if hit is not None:
         library.prefetch(library_matmuls(hit[0]))  # variants missing from the cache compile meanwhile
         return hit
-    with debug.stage("rewrite, lower and emit", timings), collector.paused():
+    dtypes = {tensor.dtype for tensor in [*targets, *inputs, *params]}
+    with debug.stage("rewrite, lower and emit", timings), collector.paused(), library.helper_on_standby(dtypes):
         program, module = build()
         ir_texts = split_module(module, program_parts())
     debug.log(1, lambda: f"kernel program:\n{program}")

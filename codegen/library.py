@@ -21,7 +21,10 @@ modules a program needs into the disk cache, first to last (the parts first), wh
 process emits and compiles the program. `load_variants` then compiles, last to first, what
 the helper has not started, loads them all in order and waits for the ones the helper is
 still compiling; each process claims a module in the cache (`codegen.cache.claim`) before
-compiling it, so that the two meet in the middle. ``SYMBACKPROP_COMPILE_HELPER=0`` (or a
+compiling it, so that the two meet in the middle. The helper starts before the program is
+lowered, on standby (`helper_on_standby`): it imports the package while this process
+derives the program, then reads the names of its modules from its standard input.
+``SYMBACKPROP_COMPILE_HELPER=0`` (or a
 disabled cache) compiles everything in this process; so does a helper that fails. When
 every module is in the cache already (a warm start), they are loaded into one engine
 (`codegen.jit.compile_keyed_group`), which links them to each other; so, without a helper,
@@ -30,13 +33,14 @@ are the modules this process compiles, two at a time in parallel threads.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import llvmlite.binding as llvm
@@ -181,8 +185,19 @@ _HELPER_PROGRAM = (
     "import sys; sys.path.insert(0, sys.argv.pop(1)); from codegen.library import _main; _main(sys.argv[1:])"
 )
 _helpers: dict[str, _Helper] = {}  # unit -> the helper compiling it
+# A helper started before this process knows what it will compile (`helper_on_standby`):
+# it imports the package, then waits for its units on its standard input.
+_standby: subprocess.Popen | None = None
+
+
+def _forget_helpers() -> None:
+    global _standby
+    _helpers.clear()
+    _standby = None
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_helpers.clear)  # a forked child's helpers are its parent's
+    os.register_at_fork(after_in_child=_forget_helpers)  # a forked child's helpers are its parent's
 
 
 def _source_token() -> str:
@@ -212,6 +227,62 @@ def helper_enabled() -> bool:
     return cache.cache_enabled() and not switched_off
 
 
+# What a training step's products usually need: the product, and the two of its gradients.
+_STEP_TRANSPOSITIONS = ((False, False), (False, True), (True, False))
+
+
+@contextlib.contextmanager
+def helper_on_standby(dtypes: Iterable[str]) -> Iterator[None]:
+    """Start a helper process while the block runs, before this process knows which modules
+    of the library it will want, if the library for ``dtypes`` may be needed and is neither
+    loaded nor in the disk cache; `prefetch` inside the block hands it its modules, and one
+    not handed any by the end of the block is let go.
+
+    Python and the package take the helper a tenth of a second to import, which it spends
+    while this process derives and lowers the program, on a core that would otherwise wait.
+    """
+    global _standby
+    started = False
+    if helper_enabled():
+        with _lock:
+            variants = [(dtype, *pair) for dtype in set(dtypes) & set(DTYPES) for pair in _STEP_TRANSPOSITIONS]
+            unready = [unit for unit in _unloaded(variants) if unit not in _helpers]
+            if _standby is None and unready:
+                token = _source_token()
+                if not all(cache.contains(_key(unit, token)) for unit in unready):
+                    _standby = _start_helper([token], stdin=subprocess.PIPE)
+                    started = _standby is not None
+                    if started:
+                        debug.log(1, f"library helper {_standby.pid} on standby")
+    try:
+        yield
+    finally:
+        if started:
+            with _lock:
+                _dismiss_standby()
+
+
+def _dismiss_standby() -> None:
+    """Let the helper on standby go: with its input closed, it exits. Call with `_lock` held."""
+    global _standby
+    if _standby is not None:
+        with contextlib.suppress(OSError):
+            _standby.stdin.close()
+        _standby = None
+
+
+def _start_helper(arguments: list[str], stdin=subprocess.DEVNULL) -> subprocess.Popen | None:
+    """A helper process running `_main` on ``arguments`` (the source token, then the units,
+    or none to read them from ``stdin``); None if it cannot start."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    command = [sys.executable, "-c", _HELPER_PROGRAM, package_root, *arguments]
+    try:
+        return subprocess.Popen(command, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError as error:
+        debug.log(1, f"no library helper: {error}")
+        return None
+
+
 def prefetch(variants: Iterable[tuple[str, bool, bool]]) -> bool:
     """Start compiling, in one helper process, the modules of ``variants`` (and of the parts
     they link to) that this process has not loaded and the disk cache lacks; return whether
@@ -226,25 +297,37 @@ def prefetch(variants: Iterable[tuple[str, bool, bool]]) -> bool:
     with _lock:
         unready = [unit for unit in _unloaded(variants) if unit not in _helpers]
         if not unready:
+            _dismiss_standby()
             return False  # the usual case once a process has compiled a program: no source hash
         token = _source_token()
         wanted = [unit for unit in unready if not cache.contains(_key(unit, token))]
         if not wanted:
+            _dismiss_standby()
             return False
-        package_root = str(Path(__file__).resolve().parent.parent)
-        command = [sys.executable, "-c", _HELPER_PROGRAM, package_root, token, *wanted]
-        try:
-            process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )  # it compiles the modules in the order given, claiming each (see `load_variants`)
-        except OSError as error:
-            debug.log(1, f"no library helper: {error}")
+        # It compiles the modules in the order given, claiming each (see `load_variants`).
+        process = _hand_to_standby(wanted) or _start_helper([token, *wanted])
+        if process is None:
             return False
         helper = _Helper(process, wanted)
         for unit in wanted:
             _helpers[unit] = helper
         debug.log(1, f"library helper {process.pid} compiles {', '.join(wanted)}")
         return True
+
+
+def _hand_to_standby(units: list[str]) -> subprocess.Popen | None:
+    """The helper on standby, given ``units`` to compile; None if there is none, or it has
+    exited. Call with `_lock` held."""
+    global _standby
+    process, _standby = _standby, None
+    if process is None:
+        return None
+    try:
+        process.stdin.write(" ".join(units).encode() + b"\n")
+        process.stdin.close()
+    except OSError:  # it exited: start another
+        return None
+    return process
 
 
 def load_variants(variants: Iterable[tuple[str, bool, bool]]) -> None:
@@ -378,8 +461,11 @@ def declare_matmul(
 def _main(arguments: list[str]) -> None:
     """The helper, ``_main([SOURCE_TOKEN, "float32:kernels", "float32:nn", ...])`` (as
     ``python -m codegen.library SOURCE_TOKEN ...`` too): compiles each module into the disk
-    cache, claiming it first."""
+    cache, claiming it first. Given no modules, it reads their names from one line of its
+    standard input (a helper on standby), and does nothing if that ends first."""
     source_token, *units = arguments
+    if not units:
+        units = sys.stdin.readline().split()
     for unit in units:  # one at a time: the process that started this one compiles beside it
         key = _key(unit, source_token)
         if not cache.claim(key, os.getpid()):

@@ -58,7 +58,9 @@ def run_child(tmp_path, mode: str, cwd=None, **env) -> tuple[dict, str]:
 def test_a_cold_compile_shares_the_variants_with_a_helper(tmp_path):
     result, log = run_child(tmp_path, "normal")
     units = "float64:kernels, float64:direct, float64:direct.padded, float64:nn, float64:nt, float64:tn"
-    assert "library helper" in log and f"compiles {units}" in log
+    standby = re.search(r"library helper (\d+) on standby", log)
+    assert standby, log  # started before the program was lowered, then handed its modules
+    assert f"library helper {standby.group(1)} compiles {units}" in log
     assert {"sbp_matmul_float64_nn", "sbp_matmul_float64_nt", "sbp_matmul_float64_tn"} <= set(result["loaded"])
     assert not list(tmp_path.glob("*.claim-*"))  # every claim released
     # A second process finds everything in the cache: no helper, nothing compiled.
@@ -97,6 +99,25 @@ def test_prefetch_starts_nothing_for_loaded_or_cached_variants(monkeypatch):
     monkeypatch.setenv(library.HELPER_VAR, "off")
     assert not library.helper_enabled()
     assert not library.prefetch([("float64", True, True)])
+
+
+def test_a_helper_on_standby_handed_nothing_exits(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMBACKPROP_CACHE_DIR", str(tmp_path))
+    started = []
+    start = library._start_helper
+    monkeypatch.setattr(library, "_start_helper", lambda *a, **k: started.append(start(*a, **k)) or started[-1])
+    with library.helper_on_standby(["float64", "int32"]):
+        assert library._standby is started[0]
+    assert library._standby is None and started[0].wait(timeout=60) == 0
+    assert not list(tmp_path.glob("*.o"))  # it compiled nothing
+    # Nothing to wait for: the library loaded in this process, or helpers off.
+    library.load_variants([("float32", *pair) for pair in library._STEP_TRANSPOSITIONS])
+    with library.helper_on_standby(["float32"]):
+        assert library._standby is None
+    monkeypatch.setenv(library.HELPER_VAR, "0")
+    with library.helper_on_standby(["float64"]):
+        assert library._standby is None
+    assert len(started) == 1
 
 
 @pytest.mark.parametrize("group", [1, 12345])
