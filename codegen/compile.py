@@ -130,8 +130,10 @@ def cached_build(kind, targets, inputs, params, options, build):
     if hit is not None:
         library.prefetch(library_matmuls(hit[0]))  # variants missing from the cache compile meanwhile
         return hit
-    dtypes = {tensor.dtype for tensor in [*targets, *inputs, *params]}
-    with debug.stage("rewrite, lower and emit", timings), collector.paused(), library.helper_on_standby(dtypes):
+    # A helper for the kernel library starts now if the graph has products (their gradients'
+    # products have the same precisions): it imports while the program is derived.
+    products = {node.dtype for node in topological_order(targets) if node.op == "matmul"}
+    with debug.stage("rewrite, lower and emit", timings), collector.paused(), library.helper_on_standby(products):
         program, module = build()
         ir_texts = split_module(module, program_parts())
     debug.log(1, lambda: f"kernel program:\n{program}")

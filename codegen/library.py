@@ -268,7 +268,13 @@ def _dismiss_standby() -> None:
     if _standby is not None:
         with contextlib.suppress(OSError):
             _standby.stdin.close()
+        _reap(_standby)
         _standby = None
+
+
+def _reap(process: subprocess.Popen) -> None:
+    """Collect the exit status of a helper let go, in a thread, without waiting for it here."""
+    threading.Thread(target=process.wait, name="library-helper-reaper", daemon=True).start()
 
 
 def _start_helper(arguments: list[str], stdin=subprocess.DEVNULL) -> subprocess.Popen | None:
@@ -326,6 +332,7 @@ def _hand_to_standby(units: list[str]) -> subprocess.Popen | None:
         process.stdin.write(" ".join(units).encode() + b"\n")
         process.stdin.close()
     except OSError:  # it exited: start another
+        _reap(process)
         return None
     return process
 

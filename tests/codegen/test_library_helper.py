@@ -106,11 +106,14 @@ def test_a_helper_on_standby_handed_nothing_exits(tmp_path, monkeypatch):
     started = []
     start = library._start_helper
     monkeypatch.setattr(library, "_start_helper", lambda *a, **k: started.append(start(*a, **k)) or started[-1])
+    loaded = library._loaded
+    monkeypatch.setattr(library, "_loaded", {})  # as in a process that has loaded nothing yet
     with library.helper_on_standby(["float64", "int32"]):
         assert library._standby is started[0]
     assert library._standby is None and started[0].wait(timeout=60) == 0
     assert not list(tmp_path.glob("*.o"))  # it compiled nothing
     # Nothing to wait for: the library loaded in this process, or helpers off.
+    monkeypatch.setattr(library, "_loaded", loaded)
     library.load_variants([("float32", *pair) for pair in library._STEP_TRANSPOSITIONS])
     with library.helper_on_standby(["float32"]):
         assert library._standby is None
