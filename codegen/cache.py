@@ -1,7 +1,10 @@
 """On-disk cache of compiled object code, keyed by everything that determines the machine code.
 
 Environment: ``SYMBACKPROP_CACHE=0`` turns the cache off; ``SYMBACKPROP_CACHE_DIR`` sets its
-directory (default ``$XDG_CACHE_HOME/symbackprop``, else ``~/.cache/symbackprop``).
+directory (default ``$XDG_CACHE_HOME/symbackprop``, else ``~/.cache/symbackprop``);
+``SYMBACKPROP_CACHE_MAX_MB`` bounds its size (default 1024, ``0`` for no bound): a process
+that stored something trims the cache when it exits, deleting the entries used least
+recently (`trim`). Loading an entry marks it used (its modification time).
 
 A file is ``<key>.o`` holding a fixed header (magic, format version, payload length, the
 SHA-256 of the payload, the key) and then the object code. A file whose header or checksum
@@ -13,11 +16,14 @@ half-written file, even with several processes compiling at once.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import hashlib
 import os
 import struct
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +39,8 @@ __all__ = [
     "load",
     "store",
     "entries",
+    "max_size",
+    "trim",
     "clear",
     "statistics",
     "reset_statistics",
@@ -41,6 +49,14 @@ __all__ = [
 CACHE_FORMAT_VERSION = 1
 ENABLE_VAR = "SYMBACKPROP_CACHE"
 DIR_VAR = "SYMBACKPROP_CACHE_DIR"
+
+MAX_SIZE_VAR = "SYMBACKPROP_CACHE_MAX_MB"
+DEFAULT_MAX_MB = 1024
+# A trim leaves the cache at this fraction of its bound, so that the next few stores do not
+# each start another.
+_TRIM_TO = 0.8
+# Claims and temporary files older than this were left by processes that were killed.
+_STALE_S = 3600.0
 
 _MAGIC = b"SBPOBJC\0"
 _HEADER = struct.Struct("<8sIQ32s64s")
@@ -201,6 +217,8 @@ def load(key: str, validate: Callable[[bytes], object] | None = None) -> bytes |
         debug.log(1, f"cache reject {key[:16]}: damaged file {path}, rebuilding")
         return None
     _stats["hits"] += 1
+    with contextlib.suppress(OSError):
+        os.utime(path)  # used now: the last entry a trim deletes
     debug.log(1, f"cache hit    {key[:16]} ({path})")
     return payload
 
@@ -228,7 +246,83 @@ def store(key: str, payload: bytes) -> bool:
         return False
     _stats["stores"] += 1
     debug.log(1, f"cache store  {key[:16]} ({len(payload)} bytes)")
+    _trim_at_exit()
     return True
+
+
+@functools.cache
+def _trim_at_exit() -> None:
+    """Trim the cache when this process exits (once, however much it stored)."""
+    atexit.register(_trim_quietly)
+
+
+def _trim_quietly() -> None:
+    with contextlib.suppress(Exception):  # never fail a process on its way out
+        trim()
+
+
+def max_size() -> int | None:
+    """The most bytes the cache keeps: ``SYMBACKPROP_CACHE_MAX_MB`` megabytes (default 1024);
+    None when it is ``0`` (no bound). A value that is not a number warns and counts as unset.
+
+    >>> max_size() is None or max_size() > 0
+    True
+    """
+    raw = os.environ.get(MAX_SIZE_VAR, "").strip()
+    if not raw:
+        return DEFAULT_MAX_MB * 2**20
+    try:
+        megabytes = float(raw)
+        if not megabytes >= 0 or megabytes == float("inf"):
+            raise ValueError(raw)
+    except ValueError:
+        warnings.warn(
+            f"symbackprop: {MAX_SIZE_VAR}={raw!r} is not a size in megabytes (a number, 0 for no bound); "
+            f"using {DEFAULT_MAX_MB}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return DEFAULT_MAX_MB * 2**20
+    return None if megabytes == 0 else int(megabytes * 2**20)
+
+
+def trim(limit: int | None = None) -> tuple[int, int]:
+    """Bound the cache: if its entries hold more than ``limit`` bytes (default `max_size`),
+    delete the least recently used until they hold at most 80% of it; also delete claims
+    and temporary files more than an hour old, which killed processes left. Return the
+    number of files deleted and the bytes they held.
+
+    An entry another process is about to load may go; that process then compiles it again.
+    """
+    directory = cache_dir()
+    limit = max_size() if limit is None else limit
+    if not directory.is_dir():
+        return 0, 0
+    now, entries, stale = time.time(), [], []
+    with os.scandir(directory) as listing:
+        for item in listing:
+            with contextlib.suppress(OSError):
+                status = item.stat()
+                if item.name.endswith(_SUFFIX):
+                    entries.append((status.st_mtime, status.st_size, item.path))
+                elif (item.name.endswith(".tmp") or ".claim-" in item.name) and now - status.st_mtime > _STALE_S:
+                    stale.append((status.st_size, item.path))
+    total = sum(size for _, size, _ in entries)
+    if limit is not None and total > limit:
+        entries.sort()  # least recently used first
+        for _, size, path in entries:
+            if total <= _TRIM_TO * limit:
+                break
+            stale.append((size, path))
+            total -= size
+    removed = freed = 0
+    for size, path in stale:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            removed, freed = removed + 1, freed + size
+    if removed:
+        debug.log(1, f"cache trim   {removed} files, {freed} bytes ({directory})")
+    return removed, freed
 
 
 def entries() -> tuple[int, int]:

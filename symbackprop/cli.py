@@ -330,7 +330,9 @@ def cache_command(args) -> int:
         print(f"built {len(built)} modules of the kernel library in {time.perf_counter() - start:.2f} s")
     state = "on" if cache.cache_enabled() else f"off ({cache.ENABLE_VAR}=0)"
     count, size = cache.entries()
-    print(f"cache: {directory} ({state}), {count} entries, {size / 1e6:.1f} MB")
+    bound = cache.max_size()
+    limit = f"at most {bound / 2**20:g} MB" if bound else f"no bound, {cache.MAX_SIZE_VAR}=0"
+    print(f"cache: {directory} ({state}), {count} entries, {size / 2**20:.1f} MB ({limit})")
     modules = library.cached(dtypes)
     for dtype in dtypes:
         present = [ok for unit, ok in modules.items() if unit.startswith(f"{dtype}:")]

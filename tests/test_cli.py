@@ -219,3 +219,17 @@ def test_cache_build_refuses_when_the_cache_is_off(monkeypatch, capsys):
     monkeypatch.setenv("SYMBACKPROP_CACHE", "0")
     status, _, err = run(capsys, "cache", "build")
     assert status == 2 and "the compile cache is off" in err
+
+
+def test_python_dash_m_runs_the_same_command_line(tmp_path):
+    env = dict(os.environ, SYMBACKPROP_CACHE_DIR=str(tmp_path), SYMBACKPROP_CACHE_MAX_MB="0")
+    done = subprocess.run(
+        [sys.executable, "-m", "symbackprop", "cache", "--dtype", "float32"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"cache: {tmp_path} (on), 0 entries" in done.stdout and "no bound" in done.stdout

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -179,6 +180,65 @@ def test_clear_removes_entries(vadd_ir, cache_dir):
     assert cache.clear() == 1
     assert _entries(cache_dir) == []
     assert compile_ir(vadd_ir).from_cache is False
+
+
+def _aged(path: Path, seconds_ago: float) -> None:
+    when = time.time() - seconds_ago
+    os.utime(path, (when, when))
+
+
+def test_trim_deletes_the_least_recently_used_entries_down_to_four_fifths(cache_dir):
+    keys = [f"{i:064x}" for i in range(10)]
+    for age, key in enumerate(keys):
+        assert cache.store(key, bytes(1000))
+        _aged(cache_dir / f"{key}.o", 1000 - age)  # the first key the oldest
+    assert cache.load(keys[0]) is not None  # used now: kept
+    entry = (cache_dir / f"{keys[1]}.o").stat().st_size
+    assert cache.trim(limit=20 * entry) == (0, 0)  # within the bound: nothing goes
+    removed, freed = cache.trim(limit=5 * entry)
+    assert (removed, freed) == (6, 6 * entry)  # down to 4 entries, 80% of the bound
+    assert sorted(p.stem for p in _entries(cache_dir)) == sorted([keys[0], *keys[7:]])
+
+
+def test_trim_removes_what_killed_processes_left(cache_dir):
+    cache_dir.mkdir(parents=True)
+    old_claim, new_claim = cache_dir / f"{'a' * 64}.o.claim-1", cache_dir / f"{'b' * 64}.o.claim-2"
+    old_tmp = cache_dir / f".{'c' * 16}-x.tmp"
+    for path in (old_claim, new_claim, old_tmp):
+        path.write_bytes(b"")
+    _aged(old_claim, 7200)
+    _aged(old_tmp, 7200)
+    assert cache.trim(limit=None) == (2, 0)
+    assert [p.name for p in cache_dir.iterdir()] == [new_claim.name]  # a live process's claim
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, 1024 * 2**20), ("0", None), ("0.5", 2**19), ("12", 12 * 2**20)])
+def test_max_size_from_the_environment(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv(cache.MAX_SIZE_VAR, raising=False)
+    else:
+        monkeypatch.setenv(cache.MAX_SIZE_VAR, value)
+    assert cache.max_size() == expected
+
+
+@pytest.mark.parametrize("value", ["lots", "-5", "nan", "inf"])
+def test_a_max_size_that_is_not_a_size_warns_and_counts_as_unset(monkeypatch, value):
+    monkeypatch.setenv(cache.MAX_SIZE_VAR, value)
+    with pytest.warns(RuntimeWarning, match="SYMBACKPROP_CACHE_MAX_MB"):
+        assert cache.max_size() == cache.DEFAULT_MAX_MB * 2**20
+
+
+def test_a_process_that_stored_trims_the_cache_when_it_exits(cache_dir):
+    cache_dir.mkdir(parents=True)
+    for i in range(4):  # old entries from earlier processes, 1 MB each
+        (cache_dir / f"{i:064x}.o").write_bytes(bytes(2**20))
+        _aged(cache_dir / f"{i:064x}.o", 1000)
+    program = f"from codegen import cache; cache.store({'f' * 64!r}, bytes(100))"
+    env = dict(os.environ, SYMBACKPROP_CACHE_DIR=str(cache_dir), SYMBACKPROP_CACHE_MAX_MB="2.5")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    subprocess.run([sys.executable, "-c", program], env=env, timeout=120, check=True)
+    assert sorted(p.stem for p in _entries(cache_dir))[-1] == "f" * 64  # its own entry stays
+    assert sum(p.stat().st_size for p in _entries(cache_dir)) <= 0.8 * 2.5 * 2**20
 
 
 def test_store_keyed_fills_the_cache_and_loads_nothing(vadd_ir, cache_dir, monkeypatch):
