@@ -21,6 +21,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import re
 import struct
 import tempfile
 import time
@@ -261,6 +262,16 @@ def _trim_quietly() -> None:
         trim()
 
 
+# The names of the files this cache writes: entries, their claims, and temporary files.
+_NAMES = re.compile(r"(?P<entry>[0-9a-f]{64}\.o)|(?P<claim>[0-9a-f]{64}\.claim-\d+)|(?P<tmp>\.[0-9a-f]{16}-\w+\.tmp)")
+
+
+def _kind_of(name: str) -> str | None:
+    """``"entry"``, ``"claim"`` or ``"tmp"`` for a file this cache writes, else None."""
+    match = _NAMES.fullmatch(name)
+    return match.lastgroup if match else None
+
+
 def max_size() -> int | None:
     """The most bytes the cache keeps: ``SYMBACKPROP_CACHE_MAX_MB`` megabytes (default 1024);
     None when it is ``0`` (no bound). A value that is not a number warns and counts as unset.
@@ -301,11 +312,14 @@ def trim(limit: int | None = None) -> tuple[int, int]:
     now, entries, stale = time.time(), [], []
     with os.scandir(directory) as listing:
         for item in listing:
+            kind = _kind_of(item.name)
+            if kind is None:
+                continue  # not a file of this cache's: never touched
             with contextlib.suppress(OSError):
                 status = item.stat()
-                if item.name.endswith(_SUFFIX):
+                if kind == "entry":
                     entries.append((status.st_mtime, status.st_size, item.path))
-                elif (item.name.endswith(".tmp") or ".claim-" in item.name) and now - status.st_mtime > _STALE_S:
+                elif now - status.st_mtime > _STALE_S:
                     stale.append((status.st_size, item.path))
     total = sum(size for _, size, _ in entries)
     if limit is not None and total > limit:
@@ -337,20 +351,21 @@ def entries() -> tuple[int, int]:
         return 0, 0
     sizes = []
     for entry in directory.iterdir():
-        if entry.suffix == _SUFFIX:
+        if _kind_of(entry.name) == "entry":
             with contextlib.suppress(OSError):
                 sizes.append(entry.stat().st_size)
     return len(sizes), sum(sizes)
 
 
 def clear() -> int:
-    """Delete every cache entry in `cache_dir`; return how many files were removed."""
+    """Delete every cache entry in `cache_dir`, with claims and temporary files; return how
+    many files were removed. Files of other names are left alone."""
     removed = 0
     directory = cache_dir()
     if not directory.is_dir():
         return 0
     for entry in directory.iterdir():
-        if (entry.suffix in (_SUFFIX, ".tmp") or ".claim-" in entry.name) and entry.is_file():
+        if _kind_of(entry.name) is not None and entry.is_file():
             with contextlib.suppress(OSError):
                 entry.unlink()
                 removed += 1

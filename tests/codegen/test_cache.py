@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -200,16 +201,20 @@ def test_trim_deletes_the_least_recently_used_entries_down_to_four_fifths(cache_
     assert sorted(p.stem for p in _entries(cache_dir)) == sorted([keys[0], *keys[7:]])
 
 
-def test_trim_removes_what_killed_processes_left(cache_dir):
-    cache_dir.mkdir(parents=True)
-    old_claim, new_claim = cache_dir / f"{'a' * 64}.o.claim-1", cache_dir / f"{'b' * 64}.o.claim-2"
-    old_tmp = cache_dir / f".{'c' * 16}-x.tmp"
-    for path in (old_claim, new_claim, old_tmp):
-        path.write_bytes(b"")
-    _aged(old_claim, 7200)
-    _aged(old_tmp, 7200)
-    assert cache.trim(limit=None) == (2, 0)
-    assert [p.name for p in cache_dir.iterdir()] == [new_claim.name]  # a live process's claim
+def test_trim_removes_what_killed_processes_left_and_nothing_else(cache_dir):
+    key = "ab" * 32
+    assert cache.claim(key, 7) and cache.claim(key, 8)
+    with tempfile.NamedTemporaryFile(dir=cache_dir, prefix=f".{key[:16]}-", suffix=".tmp", delete=False) as tmp:
+        tmp.write(b"half an entry")
+    foreign = [cache_dir / "notes.tmp", cache_dir / "main.o", cache_dir / f"{key.upper()}.o"]
+    for path in foreign:
+        path.write_bytes(bytes(5000))
+    for path in [*foreign, cache_dir / f"{key}.claim-7", Path(tmp.name)]:
+        _aged(path, 7200)
+    assert cache.trim(limit=1) == (2, len(b"half an entry"))
+    assert sorted(p.name for p in cache_dir.iterdir()) == sorted([f"{key}.claim-8", *(p.name for p in foreign)])
+    assert cache.entries() == (0, 0) and cache.clear() == 1  # the claim; a user's files stay
+    assert sorted(cache_dir.iterdir()) == sorted(foreign)
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, 1024 * 2**20), ("0", None), ("0.5", 2**19), ("12", 12 * 2**20)])
