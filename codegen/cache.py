@@ -309,7 +309,7 @@ def trim(limit: int | None = None) -> tuple[int, int]:
     limit = max_size() if limit is None else limit
     if not directory.is_dir():
         return 0, 0
-    now, entries, stale = time.time(), [], []
+    now, entries, doomed = time.time(), [], []
     with os.scandir(directory) as listing:
         for item in listing:
             kind = _kind_of(item.name)
@@ -320,17 +320,17 @@ def trim(limit: int | None = None) -> tuple[int, int]:
                 if kind == "entry":
                     entries.append((status.st_mtime, status.st_size, item.path))
                 elif now - status.st_mtime > _STALE_S:
-                    stale.append((status.st_size, item.path))
+                    doomed.append((status.st_size, item.path))
     total = sum(size for _, size, _ in entries)
     if limit is not None and total > limit:
         entries.sort()  # least recently used first
         for _, size, path in entries:
             if total <= _TRIM_TO * limit:
                 break
-            stale.append((size, path))
+            doomed.append((size, path))
             total -= size
     removed = freed = 0
-    for size, path in stale:
+    for size, path in doomed:
         with contextlib.suppress(OSError):
             os.unlink(path)
             removed, freed = removed + 1, freed + size

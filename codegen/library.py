@@ -303,12 +303,10 @@ def prefetch(variants: Iterable[tuple[str, bool, bool]]) -> bool:
     with _lock:
         unready = [unit for unit in _unloaded(variants) if unit not in _helpers]
         if not unready:
-            _dismiss_standby()
             return False  # the usual case once a process has compiled a program: no source hash
         token = _source_token()
         wanted = [unit for unit in unready if not cache.contains(_key(unit, token))]
         if not wanted:
-            _dismiss_standby()
             return False
         # It compiles the modules in the order given, claiming each (see `load_variants`).
         process = _hand_to_standby(wanted) or _start_helper([token, *wanted])
