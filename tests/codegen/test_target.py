@@ -196,8 +196,8 @@ def test_code_generation_sets_its_flags_only_while_a_block_is_open_in_any_thread
     try:
         assert entered.wait(10)
         with code_generation():
-            pass  # leaving this block leaves the other thread's open
-        assert _strided_assembly() == inside
+            assert _strided_assembly() == inside
+        assert _strided_assembly() == inside  # the other thread's block is still open
     finally:
         release.set()
         thread.join()
