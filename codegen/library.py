@@ -246,14 +246,12 @@ def helper_on_standby(dtypes: Iterable[str]) -> Iterator[None]:
     if helper_enabled():
         with _lock:
             variants = [(dtype, *pair) for dtype in set(dtypes) & set(DTYPES) for pair in _STEP_TRANSPOSITIONS]
-            unready = [unit for unit in _unloaded(variants) if unit not in _helpers]
-            if _standby is None and unready:
-                token = _source_token()
-                if not all(cache.contains(_key(unit, token)) for unit in unready):
-                    _standby = _start_helper([token], stdin=subprocess.PIPE)
-                    started = _standby is not None
-                    if started:
-                        debug.log(1, f"library helper {_standby.pid} on standby")
+            token, wanted = _wanted(variants) if _standby is None else (None, [])
+            if wanted:
+                _standby = _start_helper([token], stdin=subprocess.PIPE)
+                started = _standby is not None
+                if started:
+                    debug.log(1, f"library helper {_standby.pid} on standby")
     try:
         yield
     finally:
@@ -301,11 +299,7 @@ def prefetch(variants: Iterable[tuple[str, bool, bool]]) -> bool:
     if not helper_enabled():
         return False
     with _lock:
-        unready = [unit for unit in _unloaded(variants) if unit not in _helpers]
-        if not unready:
-            return False  # the usual case once a process has compiled a program: no source hash
-        token = _source_token()
-        wanted = [unit for unit in unready if not cache.contains(_key(unit, token))]
+        token, wanted = _wanted(variants)
         if not wanted:
             return False
         # It compiles the modules in the order given, claiming each (see `load_variants`).
@@ -317,6 +311,16 @@ def prefetch(variants: Iterable[tuple[str, bool, bool]]) -> bool:
             _helpers[unit] = helper
         debug.log(1, f"library helper {process.pid} compiles {', '.join(wanted)}")
         return True
+
+
+def _wanted(variants) -> tuple[str | None, list[str]]:
+    """The source token and the modules of ``variants`` that no helper compiles, this
+    process has not loaded and the disk cache lacks. Call with `_lock` held."""
+    unready = [unit for unit in _unloaded(variants) if unit not in _helpers]
+    if not unready:
+        return None, []  # the usual case once a process has compiled a program: no source hash
+    token = _source_token()
+    return token, [unit for unit in unready if not cache.contains(_key(unit, token))]
 
 
 def _hand_to_standby(units: list[str]) -> subprocess.Popen | None:

@@ -458,7 +458,7 @@ def _direct_tile(e: _Emitter, a, row_offsets, a_ks, bmat, ldb, kc, used: int, ma
             return e.load_vector(pointer, cfg.itemsize)
         return e.masked_load(pointer, mask, cfg.itemsize)
 
-    def update(accs, k, u, pointers):
+    def update(accs, pointers):
         a_col, b_row = pointers
         b_vectors = [load_b(e.at(b_row, v * cfg.lanes), v) for v in range(used)]
         out = []
@@ -525,7 +525,7 @@ def _k_loop(e: _Emitter, tiles, ap, bp, start, kc, step: int, name: str):
         (e.b.gep(bp, [e.b.mul(start, e.i64(cfg.nr))]), cfg.nr),
     ]
 
-    def update(accs, k, u, pointers):
+    def update(accs, pointers):
         a_col, b_row = pointers
         return _fma_step(e, accs, a_col, b_row)
 
@@ -533,11 +533,11 @@ def _k_loop(e: _Emitter, tiles, ap, bp, start, kc, step: int, name: str):
 
 
 def _accumulate(e: _Emitter, tiles, update, start, kc, step: int, name: str, cursors=()):
-    """The k loop around ``update(accs, k, u, pointers)``, the rank-1 update of step ``k + u``.
+    """The k loop around ``update(accs, pointers)``, the rank-1 update of one step.
 
     The accumulators are phi nodes, which is what keeps them in registers. ``cursors`` are
     ``(pointer at step start, elements per step)`` pairs, the elements an int or an IR value:
-    the loop advances each pointer itself, and ``pointers`` are their values at step ``k + u``.
+    the loop advances each pointer itself, and ``pointers`` are their values at that step.
     """
     b = e.b
     before = b.block
@@ -559,7 +559,7 @@ def _accumulate(e: _Emitter, tiles, update, start, kc, step: int, name: str, cur
     current = list(pointers)
     for u in range(step):
         s = u % len(tiles)
-        new[s] = update(new[s], k, u, current)
+        new[s] = update(new[s], current)
         current = [e.at(pointer, stride) for pointer, (_, stride) in zip(current, cursors)]
     k.add_incoming(b.add(k, e.i64(step)), b.block)
     for phi, pointer in zip(pointers, current):
