@@ -19,6 +19,7 @@ import sympy
 
 from symbackprop.random import FINAL_SHIFT, FRACTION_BITS, GAMMA, MIX_STEPS, seed_key
 
+from .builder import FoldingBuilder
 from .expr import FAST, ExprEmitter, calls_libm, emit_index
 from .kernels import (
     KERNELS,
@@ -83,7 +84,7 @@ class KernelBuilder:
         self.n = self.function.args[len(self.buffers)]
         self.status = self.function.args[len(self.buffers) + 1]
         self.extra = list(self.function.args[len(self.buffers) + 2 :])  # integer arguments of its own
-        self.builder = ir.IRBuilder(self.function.append_basic_block("entry"))
+        self.builder = FoldingBuilder(self.function.append_basic_block("entry"))
         self.flags = flags
 
     def index(self, expr) -> ir.Value:
@@ -441,7 +442,7 @@ def _matmul_map_through_library(kb: KernelBuilder, kernel: MatmulMap) -> None:
     block.finish()
     unpack = ir.Function(module, EPILOGUE_FN, f"{kb.function.name}.epilogue")
     unpack.linkage = "internal"
-    ub = ir.IRBuilder(unpack.append_basic_block("entry"))
+    ub = FoldingBuilder(unpack.append_basic_block("entry"))
     # Not inlined here, where a call per block costs nothing: LLVM would vectorise the map's
     # loops once more (3-5% of the mnist and deep steps' LLVM time). The small products'
     # branch below does inline it: a call there made the tiny step 10% slower.
@@ -508,7 +509,7 @@ def _concurrent(kb: KernelBuilder, kernel: Concurrent) -> None:
         members.append(member_kb)
         member_kb.finish()
     chunk = chunk_function(module, f"{kb.function.name}.chunk")
-    cb = ir.IRBuilder(chunk.append_basic_block("entry"))
+    cb = FoldingBuilder(chunk.append_basic_block("entry"))
     with cb.if_else(cb.icmp_signed("==", chunk.args[1], ir.Constant(I64, 0))) as (first, second):
         for branch, member_kb in zip((first, second), members):
             with branch:
@@ -541,7 +542,7 @@ def _row_halves(kb: KernelBuilder, kernel: RowHalves) -> None:
     rows_kb.finish()
     # Chunk i runs rows i·half to min((i + 1)·half, M), on the thread given.
     chunk = chunk_function(module, f"{kb.function.name}.chunk")
-    cb = ir.IRBuilder(chunk.append_basic_block("entry"))
+    cb = FoldingBuilder(chunk.append_basic_block("entry"))
     raw, index, on_thread = chunk.args
     total = emit_index(cb, sympy.sympify(kernel.members[0].product.out.shape[0]), _context_n(cb, raw, kb.buffers))
     half = cb.sdiv(cb.add(total, ir.Constant(I64, 1)), ir.Constant(I64, 2))
@@ -931,7 +932,7 @@ def _emit_fused_chunk(fn: ir.Function, kernel: FusedMap, buffers: list, reductio
     """``chunk(ctx, index, thread)``: the fused loop over chunk ``index`` of the elements; a
     kept buffer's values pass from member to member in registers, each view read from memory
     is loaded once per element, and each sum is a register until it goes to its partial."""
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    b = FoldingBuilder(fn.append_basic_block("entry"))
     raw, index, _thread = fn.args
     ctx = b.bitcast(raw, context.as_pointer())
 
@@ -1294,7 +1295,7 @@ def emit_program(program: Program, name: str = "run", flags=FAST, profile: bool 
     module = ir.Module(name=name)
     run = ir.Function(module, ir.FunctionType(I32, [I8P.as_pointer(), I64]), name=name)
     table, n = run.args
-    builder = ir.IRBuilder(run.append_basic_block("entry"))
+    builder = FoldingBuilder(run.append_basic_block("entry"))
     status = builder.alloca(I32)
     builder.store(ir.Constant(I32, 0), status)
     pointers = {}

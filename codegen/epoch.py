@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
+from .builder import FoldingBuilder
 from .emit import I8P, I32, I64, element_type, emit_loop
 
 F64 = ir.DoubleType()
@@ -40,7 +41,7 @@ def emit_epoch(
     table, batch, count, order, sources, row_bytes_arg, step_counter, losses = fn.args
     fixed_widths = list(row_bytes) if row_bytes is not None else [None] * len(input_slots)
     memcpy = module.declare_intrinsic("llvm.memcpy", [I8P, I8P, I64])
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    b = FoldingBuilder(fn.append_basic_block("entry"))
     status = b.alloca(I32)
     b.store(ir.Constant(I32, 0), status)
 

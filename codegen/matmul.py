@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import llvmlite.ir as ir
 
+from codegen.builder import FoldingBuilder
 from codegen.jit import compile_ir
 from codegen.loops import FLOAT_DTYPES, float_dtype_name, llvm_float_type, set_loop_hints
 from codegen.target import TargetSpec, host_spec
@@ -386,7 +387,7 @@ def _emit_micro_kernel(module: ir.Module, name: str, cfg: MatmulConfig, rows: in
     """
     fn = _new_function(module, name, *_micro_kernel_signature(cfg))
     kc, ap, bp, c, ldc, mr, nr, beta = fn.args
-    e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
+    e = _Emitter(FoldingBuilder(fn.append_basic_block("entry")), cfg)
     _prefetch_tile(e, c, ldc, rows)
     zero = ir.Constant(e.vector, [0.0] * cfg.lanes)
     tiles = [[[zero] * cfg.nr_vectors for _ in range(rows)] for _ in range(sets)]
@@ -428,7 +429,7 @@ def _emit_direct_kernel(
     """
     fn = _new_function(module, name, *_direct_kernel_signature(cfg))
     kc, a, a_rs, a_ks, bmat, ldb, width, c, ldc, mr, nr, beta = fn.args
-    e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
+    e = _Emitter(FoldingBuilder(fn.append_basic_block("entry")), cfg)
     b = e.b
     last = b.sub(mr, e.i64(1))
     row_offsets = [b.mul(e.min(e.i64(r), last) if clamped else e.i64(r), a_rs) for r in range(rows)]
@@ -692,7 +693,7 @@ def _emit_pack(module: ir.Module, name: str, cfg: MatmulConfig, width: int, alon
     t = llvm_float_type(cfg.dtype).as_pointer()
     fn = _new_function(module, name, [t, t, _I64, _I64, _I64, _I64], noalias=(0, 1))
     dst, src, kc, valid, ks, ws = fn.args
-    e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
+    e = _Emitter(FoldingBuilder(fn.append_basic_block("entry")), cfg)
     if along_width:
         _pack_rows(e, dst, src, kc, valid, ks, width)
     else:
@@ -1020,7 +1021,7 @@ def _emit_driver(fn, cfg: MatmulConfig, kernels, pack_a, pack_b, trans_a: bool, 
     """The blocked loops around packing and the micro-kernel; with ``direct`` kernels, small
     products (``M * N * K <= cfg.direct_volume``) take `_direct_loops` instead."""
     m, n, k, a, lda, bmat, ldb, c, ldc, accumulate, work = fn.args
-    e = _Emitter(ir.IRBuilder(fn.append_basic_block("entry")), cfg)
+    e = _Emitter(FoldingBuilder(fn.append_basic_block("entry")), cfg)
     b = e.b
     exit_block = b.append_basic_block("exit")
     body = b.append_basic_block("nonempty")

@@ -49,6 +49,7 @@ import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
 from . import debug
+from .builder import FoldingBuilder
 from .jit import compile_ir
 from .loops import llvm_float_type
 from .matmul import MatmulConfig, matmul_config, matmul_workspace_size
@@ -202,7 +203,7 @@ class _RuntimeEmitter:
         fn.attributes.add("nounwind")
         if not exported:
             fn.linkage = "internal"
-        return fn, ir.IRBuilder(fn.append_basic_block("entry"))
+        return fn, FoldingBuilder(fn.append_basic_block("entry"))
 
     # -- small idioms
 
@@ -943,7 +944,7 @@ def _emit_chunk(module, name: str, kernel, context, trans_a: bool, trans_b: bool
     fn = ir.Function(module, _CHUNK_FN, name)
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    b = FoldingBuilder(fn.append_basic_block("entry"))
     raw, index, thread = fn.args
     ctx = b.bitcast(raw, context.as_pointer())
     m, n, k, a, lda, bm, ldb, c, ldc, accumulate, work, by_rows, width, stride, epilogue, epilogue_ctx = (
@@ -979,7 +980,7 @@ def _emit_dispatch(module, name: str, kernel, chunk, context, cfg: MatmulConfig)
     fn = ir.Function(module, ir.FunctionType(_VOID, [*kernel.function_type.args, *extra]), name)
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    b = FoldingBuilder(fn.append_basic_block("entry"))
     product_args = list(fn.args[:11])
     epilogue, epilogue_ctx = fn.args[11:]
     m, n, k = fn.args[:3]
