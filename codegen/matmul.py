@@ -50,6 +50,7 @@ __all__ = [
     "KERNEL_PARTS",
     "kernel_parts",
     "emit_kernel_part",
+    "transpose_block",
     "MatmulKernels",
 ]
 
@@ -784,20 +785,25 @@ def _pack_transposed(e: _Emitter, dst, src, kc, valid, ws, width: int) -> None:
         for g, count, mask in groups:
             rows = [e.load_vector(b.gep(base, [k]), cfg.itemsize) for _, base in sources[g : g + count]]
             rows += [zero] * (lanes - count)
-            for j, column in enumerate(_transpose(e, rows)):
+            for j, column in enumerate(transpose_block(e.b, rows)):
                 column = b.select(mask, column, zero)
                 out = e.at(dst, b.mul(b.add(k, e.i64(j)), e.i64(width)), g)
                 _store_prefix(e, column, out, count, aligned=width % lanes == 0)
 
 
-def _transpose(e: _Emitter, rows: list[ir.Value]) -> list[ir.Value]:
+def transpose_block(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
     """Transpose a square block of vectors: ``out[i][c] == rows[c][i]``.
 
     Stage ``g`` (1, 2, 4, ...) swaps bit ``g`` of the row and column indices, pairing
     rows ``i`` and ``i + g``; each stage is one two-input shuffle per row, which x86
     lowers to unpack, shuffle, blend and 128-bit lane permutes.
+
+    >>> v = ir.VectorType(ir.FloatType(), 2)
+    >>> fn = ir.Function(ir.Module(), ir.FunctionType(v, [v, v]), "t")
+    >>> first, _ = transpose_block(ir.IRBuilder(fn.append_basic_block()), list(fn.args))
+    >>> str(first).split("=")[1].strip()
+    'shufflevector <2 x float> %".1", <2 x float> %".2", <2 x i32> <i32 0, i32 2>'
     """
-    b = e.b
     lanes = len(rows)
     rows = list(rows)
     g = 1

@@ -90,11 +90,15 @@ def test_products_with_a_few_terms_per_element(terms, dtype):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize(
-    "features, cols, batch", [(8, 2, 1), (64, 10, 32), (16, 12, 3), (64, 13, 17), (12, 5, 9), (17, 4, 5)]
+    "features, cols, batch",
+    [(8, 2, 1), (64, 10, 32), (16, 12, 3), (64, 13, 17), (12, 5, 9), (17, 4, 5), (16, 8, 7), (24, 4, 2)],
 )
 def test_weight_gradients_with_few_columns(features, cols, batch, dtype):
     """``hᵀ·δ`` with up to NARROW_COLUMNS columns and rows in whole vectors run in the program,
-    vectorised along the rows; other shapes (13 columns, 12 rows of float32) in the library."""
+    vectorised along the rows; other shapes (13 columns, 12 rows of float32) in the library.
+    Their results are stored a square block of columns at a time, the rest column by column:
+    one block and two columns (10 of float32), blocks alone (8 of float32, 4 and 8 of
+    float64), columns alone (fewer than a vector)."""
     rng = np.random.default_rng(features * cols + batch)
     H = rng.standard_normal((batch, features)).astype(dtype)
     D = rng.standard_normal((batch, cols)).astype(dtype)
