@@ -855,7 +855,7 @@ def _store_columns(kb: KernelBuilder, out: View, row_starts: list[ir.Value], col
     """Store vectors that each hold one column of a block of rows (``columns[j][r]`` goes to
     ``out[row_starts[r] + j]``): each square block of them transposed by shuffles and stored
     as rows, the columns left over element by element. Storing all of them element by element
-    made ten columns 80 scalar stores, a quarter of the mnist step's IR."""
+    made ten columns 80 scalar stores, a fifth of the mnist step's IR."""
     b = kb.builder
     lanes = len(row_starts)
     whole = len(columns) - len(columns) % lanes
