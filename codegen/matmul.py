@@ -234,6 +234,7 @@ class _Emitter:
         self.cfg = cfg
         self.scalar = llvm_float_type(cfg.dtype)
         self.vector = ir.VectorType(self.scalar, cfg.lanes)
+        self.zeros = ir.Constant(self.vector, [0.0] * cfg.lanes)  # one object: printed once
         self.mask_type = ir.VectorType(_I1, cfg.lanes)
         self.module = builder.module
 
@@ -297,8 +298,7 @@ class _Emitter:
         vp = self.vector.as_pointer()
         name = f"llvm.masked.load.{self._suffix()}.p0"
         fn = self.intrinsic(name, self.vector, [vp, _I32, self.mask_type, self.vector])
-        zeros = ir.Constant(self.vector, [0.0] * self.cfg.lanes)
-        return self.b.call(fn, [self.b.bitcast(pointer, vp), ir.Constant(_I32, align), mask, zeros])
+        return self.b.call(fn, [self.b.bitcast(pointer, vp), ir.Constant(_I32, align), mask, self.zeros])
 
     def masked_store(self, value: ir.Value, pointer: ir.Value, mask: ir.Value, align: int) -> None:
         vp = self.vector.as_pointer()
@@ -390,7 +390,7 @@ def _emit_micro_kernel(module: ir.Module, name: str, cfg: MatmulConfig, rows: in
     kc, ap, bp, c, ldc, mr, nr, beta = fn.args
     e = _Emitter(FoldingBuilder(fn.append_basic_block("entry")), cfg)
     _prefetch_tile(e, c, ldc, rows)
-    zero = ir.Constant(e.vector, [0.0] * cfg.lanes)
+    zero = e.zeros
     tiles = [[[zero] * cfg.nr_vectors for _ in range(rows)] for _ in range(sets)]
     step = sets * -(-cfg.unroll // sets)
     tiles, k = _k_loop(e, tiles, ap, bp, e.i64(0), kc, step, "ku")
@@ -438,7 +438,7 @@ def _emit_direct_kernel(
     # store of the tile (half of the kernel's code), the vectors a branch leaves out zero:
     # past ``nr``, they are never stored.
     store = b.append_basic_block("store")
-    zero = ir.Constant(e.vector, [0.0] * cfg.lanes)
+    zero = e.zeros
     ends = []
     for used in range(1, cfg.nr_vectors + 1):
         if used < cfg.nr_vectors:
@@ -484,7 +484,7 @@ def _direct_tile(e: _Emitter, a, row_offsets, a_ks, bmat, ldb, kc, used: int, ma
     def cursors(start):
         return [(b.gep(a, [b.mul(start, a_ks)]), a_ks), (b.gep(bmat, [b.mul(start, ldb)]), ldb)]
 
-    zero = ir.Constant(e.vector, [0.0] * cfg.lanes)
+    zero = e.zeros
     tiles = [[[zero] * used for _ in row_offsets] for _ in range(sets)]
     step = sets * -(-cfg.unroll // sets)
     tiles, k = _accumulate(e, tiles, update, e.i64(0), kc, step, "ku", cursors(e.i64(0)))
@@ -776,7 +776,7 @@ def _pack_transposed(e: _Emitter, dst, src, kc, valid, ws, width: int) -> None:
     b, cfg = e.b, e.cfg
     lanes = cfg.lanes
     sources = _clamped_lanes(e, src, valid, ws, width)
-    zero = ir.Constant(e.vector, [0.0] * lanes)
+    zero = e.zeros
     groups = []
     for g in range(0, width, lanes):
         count = min(lanes, width - g)
