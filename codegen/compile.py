@@ -16,7 +16,7 @@ from .llvm_threads import usable_cores
 from .lower import lower
 from .profile import KernelProfile
 from .runtime import BoundProgram, CallChecks, Inspectable, native_entry
-from .split import split_module
+from .split import is_as_written, split_module
 
 
 def check_inputs(outputs: Sequence[Tensor], inputs: Sequence[Tensor]) -> list[Tensor]:
@@ -92,12 +92,17 @@ class CompiledFunction(Inspectable):
         return simplify(self.outputs) if self.rewrite else None
 
 
-# Programs are compiled with LLVM's unrolling only where their loops ask for it
-# (`codegen.emit.unrolled`). Left to choose, LLVM fully unrolled every loop of a constant
+# Programs are compiled with LLVM's unrolling only where their loops ask for it (loop hints,
+# `codegen.loops.set_loop_hints`; the emitters unroll the loops that need it themselves,
+# `KernelBuilder.loop_unrolled`). Left to choose, LLVM fully unrolled every loop of a constant
 # count after vectorising it (a bias update over 256 elements: 21 to 223 instructions, the
 # epoch's copies, each short row of the softmax head) and the mnist step's code was 6,900
 # instructions instead of 3,700, its compile 0.65 s of LLVM instead of 0.45 s.
 PROGRAM_OPTIONS = CompileOptions(unroll=False)
+# The modules of functions emitted as they should run (`codegen.split.mark_as_written`: loops
+# written in vectors, or none) get no optimisation passes, only code generation: the mnist
+# step's 0.31 s of LLVM (one core's time) became 0.13 s, its steps as fast.
+AS_WRITTEN_OPTIONS = CompileOptions(speed_level=0, vectorize=False, unroll=False)
 
 
 def program_parts() -> int:
@@ -111,9 +116,8 @@ def compile_program(program, ir_texts: list[str]):
     """The program's native code (`compile_ir`) from its modules, loaded once the library
     variants it calls are: they compile meanwhile in a helper process where they must
     (`library.prefetch`)."""
-    return compile_ir(
-        ir_texts, options=PROGRAM_OPTIONS, before_load=lambda: library.load_variants(library_matmuls(program))
-    )
+    options = [AS_WRITTEN_OPTIONS if is_as_written(text) else PROGRAM_OPTIONS for text in ir_texts]
+    return compile_ir(ir_texts, options=options, before_load=lambda: library.load_variants(library_matmuls(program)))
 
 
 def cached_build(kind, targets, inputs, params, options, build):

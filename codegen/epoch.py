@@ -12,6 +12,7 @@ import llvmlite.ir as ir
 
 from .builder import FoldingBuilder
 from .emit import I8P, I32, I64, element_type, emit_loop
+from .split import mark_as_written
 
 F64 = ir.DoubleType()
 
@@ -86,4 +87,4 @@ def emit_epoch(
 
     loop(ir.Constant(I64, 0), count, batch, minibatch)
     b.ret(b.load(status))
-    return fn
+    return mark_as_written(fn)  # its loops copy rows and call run: nothing to vectorise

@@ -163,7 +163,7 @@ class CompiledModule:
     def __init__(
         self,
         ir_texts: Sequence[str],
-        options: CompileOptions,
+        options: Sequence[CompileOptions],
         objects: Sequence[tuple[bytes, ObjectSymbols]],
         engine: llvm.ExecutionEngine,
         keys: Sequence[str],
@@ -172,7 +172,7 @@ class CompiledModule:
         optimized_ir: Sequence[str | None] = (),
     ):
         self._ir_texts = tuple(ir_texts)
-        self._options = options
+        self._options = tuple(options)
         self._engine = engine
         self._optimized_ir = None if not optimized_ir or None in optimized_ir else "\n".join(optimized_ir)
         self._assembly: str | None = None
@@ -181,6 +181,11 @@ class CompiledModule:
         self.keys = tuple(keys)
         self.from_cache = from_cache
         self.timings = timings
+
+    @property
+    def options(self) -> tuple[CompileOptions, ...]:
+        """The options each module was (or would be) optimised with, one per module."""
+        return self._options
 
     @property
     def object_code(self) -> bytes:
@@ -259,9 +264,9 @@ class CompiledModule:
         hence a fresh copy."""
         optimized, assembly = [], []
         with _LLVM_LOCK:
-            for text in self._ir_texts:
+            for text, options in zip(self._ir_texts, self._options):
                 module_ref = _parse_and_verify(text)
-                self._options.optimize(module_ref)
+                options.optimize(module_ref)
                 optimized.append(str(module_ref))
                 assembly.append(emit_assembly(module_ref))
         if self._optimized_ir is None:
@@ -307,13 +312,13 @@ def _compile_object(ir_text: str, options: CompileOptions, timings: dict[str, fl
     return object_code, optimized_ir
 
 
-def _compile_objects(ir_texts: list[str], options: CompileOptions, timings: dict[str, float]) -> list:
-    """`_compile_object` of each text: in parallel threads where they are available
-    (`codegen.llvm_threads`), else one after the other."""
+def _compile_objects(ir_texts: list[str], options: list[CompileOptions], timings: dict[str, float]) -> list:
+    """`_compile_object` of each text with its options: in parallel threads where they are
+    available (`codegen.llvm_threads`), else one after the other."""
     if len(ir_texts) > 1 and llvm_threads.available():
         with debug.stage(f"compile {len(ir_texts)} modules in parallel", timings):
             return llvm_threads.compile_modules(ir_texts, options, keep_ir=debug.debug_level() >= 2)
-    return [_compile_object(text, options, timings) for text in ir_texts]
+    return [_compile_object(text, each, timings) for text, each in zip(ir_texts, options)]
 
 
 def _new_engine() -> llvm.ExecutionEngine:
@@ -337,8 +342,9 @@ def compile_ir(
         The module, or its IR text. A list of modules that call each other's functions
         (see `codegen.split`) compiles in parallel threads, each module cached under its own
         key, and loads into one engine that links them.
-    options : CompileOptions, optional
-        Optimisation options; defaults to ``CompileOptions()``.
+    options : CompileOptions or a list of them, optional
+        Optimisation options, or one for each module of a list; defaults to
+        ``CompileOptions()``.
     use_cache : bool
         Read and write the disk cache (``SYMBACKPROP_CACHE=0`` turns it off regardless).
     before_load : callable, optional
@@ -371,8 +377,8 @@ def compile_ir(
     (20, 2)
     """
     ir_texts = _ir_texts(module)
-    options = _checked_options(options)
-    keys = [cache.cache_key(text, host_spec(), options.cache_token()) for text in ir_texts]
+    options = _options_of_each(options, len(ir_texts))
+    keys = [cache.cache_key(text, host_spec(), each.cache_token()) for text, each in zip(ir_texts, options)]
     return _compile_or_load(keys, lambda: ir_texts, options, use_cache, known_ir=ir_texts, before_load=before_load)
 
 
@@ -387,7 +393,7 @@ def compile_keyed(
     of the code that emits it.
     """
     return _compile_or_load(
-        [keyed_cache_key(identity, options)], lambda: [_ir_text(build())], _checked_options(options), use_cache
+        [keyed_cache_key(identity, options)], lambda: [_ir_text(build())], [_checked_options(options)], use_cache
     )
 
 
@@ -417,7 +423,9 @@ def store_keyed_all(
     keys = [keyed_cache_key(identity, options) for identity in identities]
     with _LLVM_LOCK:
         objects = [_cached_object(key) for key in keys]
-        missing, _ = _compile_missing(objects, keys, _builder(identities, builds), options, {}, threads, store=True)
+        missing, _ = _compile_missing(
+            objects, keys, _builder(identities, builds), [options] * len(keys), {}, threads, store=True
+        )
     return [identities[index] for index in missing]
 
 
@@ -427,18 +435,24 @@ def _builder(identities: list[str], builds: dict) -> Callable[[int], str]:
 
 
 def _compile_missing(
-    objects: list, keys: list[str], text_of: Callable[[int], str], options, timings, threads: int, store: bool
+    objects: list,
+    keys: list[str],
+    text_of: Callable[[int], str],
+    options: list[CompileOptions],
+    timings,
+    threads: int,
+    store: bool,
 ) -> tuple[list[int], list[str | None]]:
     """Fill the Nones of ``objects`` with the code of the modules whose IR ``text_of(index)``
-    gives, compiled ``threads`` at a time (`_compile_objects`) and stored in the cache under
-    ``keys`` if asked; return their positions and each module's optimised IR (when debugging
-    keeps it). Call with `_LLVM_LOCK` held."""
+    gives, compiled with ``options[index]``, ``threads`` at a time (`_compile_objects`), and
+    stored in the cache under ``keys`` if asked; return their positions and each module's
+    optimised IR (when debugging keeps it). Call with `_LLVM_LOCK` held."""
     missing = [index for index, entry in enumerate(objects) if entry is None]
     optimized_ir: list[str | None] = [None] * len(objects)
     step = max(1, threads)
     for start in range(0, len(missing), step):
         batch = missing[start : start + step]
-        compiled = _compile_objects([text_of(index) for index in batch], options, timings)
+        compiled = _compile_objects([text_of(index) for index in batch], [options[index] for index in batch], timings)
         for index, (object_code, optimized) in zip(batch, compiled):
             objects[index], optimized_ir[index] = (object_code, read_symbols(object_code)), optimized
             if store:
@@ -458,21 +472,31 @@ def _checked_options(options) -> CompileOptions:
     return options
 
 
+def _options_of_each(options, count: int) -> list[CompileOptions]:
+    """One `CompileOptions` per module: the same for all, or one given for each."""
+    if not isinstance(options, (list, tuple)):
+        return [_checked_options(options)] * count
+    if len(options) != count:
+        raise ValueError(f"options for {len(options)} modules given to compile {count}")
+    return [_checked_options(each) for each in options]
+
+
 def _compile_or_load(
     keys: list[str],
     make_ir: Callable[[], list[str]],
-    options: CompileOptions,
+    options: list[CompileOptions],
     use_cache: bool,
     known_ir: list[str] | None = None,
     before_load=None,
 ) -> CompiledModule:
     """The modules of ``keys`` loaded into one engine: from the cache where it has them,
-    else compiled from ``make_ir()`` (their texts, made only on a miss)."""
+    else compiled from ``make_ir()`` (their texts, made only on a miss), each with its
+    ``options``."""
     use_cache = bool(use_cache) and cache.cache_enabled()
     timings: dict[str, float] = {}
     ir_texts = known_ir or []  # empty for a keyed module loaded from the cache: its IR was never built
     with _LLVM_LOCK:
-        debug.log(1, f"module {keys[0][:16]}: {options.cache_token()}")
+        debug.log(1, f"module {keys[0][:16]}: {'; '.join(dict.fromkeys(o.cache_token() for o in options))}")
         objects = [None] * len(keys)
         if use_cache:
             with debug.stage("cache", timings):
@@ -525,12 +549,12 @@ def compile_keyed_group(
     with _LLVM_LOCK:
         objects = [_cached_object(key) if use_cache else None for key in keys]
         missing, _ = _compile_missing(
-            objects, keys, _builder(identities, builds), options, timings, threads, store=use_cache
+            objects, keys, _builder(identities, builds), [options] * len(keys), timings, threads, store=use_cache
         )
         with debug.stage("load", timings):
             engine = _load_objects(objects)
     return [
-        CompiledModule([""], options, [entry], engine, [key], index not in missing, timings)
+        CompiledModule([""], [options], [entry], engine, [key], index not in missing, timings)
         for index, (key, entry) in enumerate(zip(keys, objects))
     ]
 

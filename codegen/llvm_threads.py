@@ -159,11 +159,11 @@ def _compile_error(message: str) -> Exception:
 
 
 def compile_modules(
-    texts: Sequence[str], options: CompileOptions, *, keep_ir: bool = False
+    texts: Sequence[str], options: CompileOptions | Sequence[CompileOptions], *, keep_ir: bool = False
 ) -> list[tuple[bytes, str | None]]:
-    """Object code of each module of ``texts``, optimised as ``options`` say for the host,
-    compiled in parallel threads (the last module in the calling thread): ``(object code,
-    optimised IR if keep_ir else None)`` per module.
+    """Object code of each module of ``texts``, optimised as ``options`` (or its own entry of
+    a list of them) say for the host, compiled in parallel threads (the last module in the
+    calling thread): ``(object code, optimised IR if keep_ir else None)`` per module.
 
     Needs `available`; `codegen.jit` falls back to one module after the other.
 
@@ -182,7 +182,8 @@ def compile_modules(
     """
     if not available():
         raise RuntimeError("llvmlite's C functions are not reachable here: compile the modules one at a time")
-    jobs = [_Job(text, options, keep_ir) for text in texts]
+    each = options if isinstance(options, (list, tuple)) else [options] * len(texts)
+    jobs = [_Job(text, own, keep_ir) for text, own in zip(texts, each, strict=True)]
     started = []
     with code_generation():  # the threads are joined before it ends
         try:

@@ -1026,7 +1026,8 @@ def at_least_flops(b: ir.IRBuilder, m, n, k, flops: int) -> ir.Value:
     """
     zero = ir.Constant(_I64, 0)
     positive = b.and_(b.icmp_signed(">", m, zero), b.and_(b.icmp_signed(">", n, zero), b.icmp_signed(">", k, zero)))
-    safe_k = b.select(positive, k, ir.Constant(_I64, 1))
+    # Of k alone, so that a constant k (the usual case) makes the bound a constant: no division.
+    safe_k = b.select(b.icmp_signed(">", k, zero), k, ir.Constant(_I64, 1))
     needed = _ceil_div(b, ir.Constant(_I64, flops), b.mul(safe_k, ir.Constant(_I64, 2)))
     return b.and_(positive, b.icmp_signed(">=", b.mul(m, n), needed))
 

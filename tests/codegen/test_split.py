@@ -12,7 +12,8 @@ import pytest
 import symbackprop as sb
 from codegen import compile as compile_module
 from codegen import step as step_module
-from codegen.split import split_module
+from codegen.compile import AS_WRITTEN_OPTIONS, PROGRAM_OPTIONS
+from codegen.split import is_as_written, mark_as_written, split_module
 
 DEFINED = re.compile(r'^define [^@]*@"([^"]+)"', re.M)
 
@@ -51,7 +52,7 @@ def defined(text):
 def test_the_parts_parse_alone_and_define_every_function_once(emitted):
     whole = str(emitted)
     parts = split_module(emitted, 2)
-    assert len(parts) == 2
+    assert 2 <= len(parts) <= 4  # at most two of each kind
     for part in parts:
         llvm.parse_assembly(part).verify()
     names = [name for part in parts for name in defined(part)]
@@ -73,10 +74,51 @@ def test_a_kernel_keeps_the_functions_it_alone_calls(emitted):
         assert re.search(rf'^declare void @"{re.escape(name)}"', parts[0], re.M)
 
 
-def test_one_part_is_the_module_as_it_was(emitted):
-    assert split_module(emitted, 1) == [str(emitted)]
+def test_one_part_is_one_module_of_each_kind(emitted):
+    parts = split_module(emitted, 1)
+    assert [is_as_written(part) for part in parts] == [True, False]  # run and epoch are written as they run
     with pytest.raises(ValueError, match="parts must be at least 1"):
         split_module(emitted, 0)
+
+
+def test_a_module_with_nothing_marked_in_one_part_is_the_module_as_it_was():
+    module = small_module(with_variable=False)
+    assert split_module(module, 1) == [str(module)]
+
+
+def test_functions_marked_as_written_compile_without_passes(emitted):
+    whole = str(emitted)
+    parts = split_module(emitted, 2)
+    written = [part for part in parts if is_as_written(part)]
+    assert written and len(written) < len(parts)
+    assert all('ModuleID = "run' in part and part.splitlines()[0].endswith('.as_written"') for part in written)
+    kinds = {name: is_as_written(part) for part in parts for name in defined(part)}
+    assert kinds["run"] and kinds["epoch"]
+    # A product of the library with its map of each block: the kernel, the map and the
+    # callback that unpacks the map's arguments go together, written in vectors.
+    products = [name for name in kinds if name.endswith("_matmulmap") and f"{name}.block" in kinds]
+    assert products and all(kinds[name] and kinds[f"{name}.block"] and kinds[f"{name}.epilogue"] for name in products)
+    assert str(emitted) == whole
+
+
+def test_each_module_of_a_step_compiles_with_the_options_of_its_kind(monkeypatch):
+    monkeypatch.setenv("SYMBACKPROP_CACHE", "0")
+    loss, inputs, params = mlp()
+    step = sb.compile_step(loss, inputs, params, sb.optim.SGD(lr=0.1))
+    texts = step.llvm_ir.split("; ModuleID")[1:]
+    kinds = [AS_WRITTEN_OPTIONS if is_as_written("; ModuleID" + text) else PROGRAM_OPTIONS for text in texts]
+    assert list(step.compiled.options) == kinds and AS_WRITTEN_OPTIONS in kinds and PROGRAM_OPTIONS in kinds
+
+
+def test_a_group_is_written_only_if_each_of_its_functions_is():
+    module = small_module(with_variable=False)
+    kernel0, kernel1 = module.get_global("kernel0"), module.get_global("kernel1")
+    mark_as_written(module.get_global("run"))
+    mark_as_written(kernel0)
+    parts = split_module(module, 1)
+    home = {name: is_as_written(part) for part in parts for name in defined(part)}
+    assert home == {"run": True, "kernel0": True, "kernel1": False}
+    assert kernel1 is module.get_global("kernel1")
 
 
 def small_module(with_variable):
@@ -129,7 +171,7 @@ def test_a_step_in_parts_trains_as_the_step_whole(monkeypatch, profile):
         monkeypatch.setattr(compile_module, "program_parts", lambda parts=parts: parts)
         loss, inputs, params = mlp()
         step = sb.compile_step(loss, inputs, params, sb.optim.Momentum(lr=0.1), profile=profile)
-        assert step.llvm_ir.count("; ModuleID") == parts
+        assert parts <= step.llvm_ir.count("; ModuleID") <= 2 * parts  # at most parts of each kind
         losses = [step.epoch(X, Y, batch_size=8, shuffle=True, seed=0) for _ in range(3)]
         trained[parts] = (losses, [p.value.copy() for p in params])
         if profile:  # every kernel counted its calls: 3 epochs of 5 minibatches
