@@ -101,7 +101,7 @@ class CompiledFunction(Inspectable):
 PROGRAM_OPTIONS = CompileOptions(unroll=False)
 # The modules of functions emitted as they should run (`codegen.split.mark_as_written`: loops
 # written in vectors, or none) get no optimisation passes, only code generation: the mnist
-# step's 0.31 s of LLVM (one core's time) became 0.13 s, its steps as fast.
+# step's 0.31 s of LLVM (one core's time) became 0.12 s, its steps as fast.
 AS_WRITTEN_OPTIONS = CompileOptions(speed_level=0, vectorize=False, unroll=False)
 
 
