@@ -23,9 +23,9 @@ from codegen.target import (
     emit_assembly,
     engine_target_machine,
     host_spec,
-    host_target_machine,
     optimize,
     prepare_module,
+    target_machine,
 )
 
 __all__ = [
@@ -87,6 +87,10 @@ class CompileOptions:
     unroll : bool
         Let LLVM unroll loops as its cost model sees fit; False unrolls only the loops whose
         metadata asks for it (``llvm.loop.unroll.count``, see `codegen.emit.emit_loop`).
+    codegen_level : int
+        1 to 3: how hard code generation works (LLVM's ``CodeGenOptLevel``). Level 1 keeps
+        the greedy register allocator and instruction scheduling but leaves out the costlier
+        late machine passes, such as duplicating the tails of blocks into their predecessors.
 
     Examples
     --------
@@ -96,6 +100,8 @@ class CompileOptions:
     "speed_level=3;vectorize=True;interprocedural=False;as_written=('kernel.',)"
     >>> CompileOptions(unroll=False).cache_token()
     'speed_level=3;vectorize=True;unroll=False'
+    >>> CompileOptions(codegen_level=1).cache_token()
+    'speed_level=3;vectorize=True;codegen_level=1'
     """
 
     speed_level: int = 3
@@ -103,10 +109,13 @@ class CompileOptions:
     interprocedural: bool = True
     as_written: tuple[str, ...] = ()
     unroll: bool = True
+    codegen_level: int = 3
 
     def __post_init__(self) -> None:
         if type(self.speed_level) is not int or not 0 <= self.speed_level <= 3:
             raise ValueError(f"speed_level must be an int from 0 to 3, got {self.speed_level!r}")
+        if type(self.codegen_level) is not int or not 1 <= self.codegen_level <= 3:
+            raise ValueError(f"codegen_level must be an int from 1 to 3, got {self.codegen_level!r}")
         for name in ("vectorize", "interprocedural", "unroll"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
@@ -125,6 +134,8 @@ class CompileOptions:
             token += f";as_written={self.as_written!r}"
         if not self.unroll:
             token += ";unroll=False"
+        if self.codegen_level != 3:
+            token += f";codegen_level={self.codegen_level}"
         return token
 
     def optimize(self, module_ref: llvm.ModuleRef) -> None:
@@ -308,7 +319,7 @@ def _compile_object(ir_text: str, options: CompileOptions, timings: dict[str, fl
         options.optimize(module_ref)
     optimized_ir = str(module_ref) if debug.debug_level() >= 2 else None
     with debug.stage("codegen", timings), code_generation():
-        object_code = host_target_machine().emit_object(module_ref)
+        object_code = target_machine(host_spec(), options.codegen_level).emit_object(module_ref)
     return object_code, optimized_ir
 
 

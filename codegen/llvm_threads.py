@@ -101,7 +101,7 @@ class _Job:
     def prepare(self) -> None:
         options = self.options
         self.context = llvm.create_context()
-        self.machine = own_target_machine()
+        self.machine = own_target_machine(options.codegen_level)
         self.builder = pass_builder(
             self.machine, options.speed_level, vectorize=options.vectorize, unroll=options.unroll
         )

@@ -691,8 +691,7 @@ def _emit_pack(module: ir.Module, name: str, cfg: MatmulConfig, width: int, alon
     contiguous along ``w`` (``ws == 1``), otherwise along ``k`` (``ks == 1``); the unit
     stride is then taken as 1 whatever is passed.
     """
-    t = llvm_float_type(cfg.dtype).as_pointer()
-    fn = _new_function(module, name, [t, t, _I64, _I64, _I64, _I64], noalias=(0, 1))
+    fn = _new_function(module, name, *_pack_signature(cfg))
     dst, src, kc, valid, ks, ws = fn.args
     e = _Emitter(FoldingBuilder(fn.append_basic_block("entry")), cfg)
     if along_width:
@@ -888,8 +887,8 @@ def emit_matmul(
         Tile and block sizes; defaults to `matmul_config` for the host. Any configuration
         gives correct results; others than the host's are for tests and tuning.
     external_kernels : bool
-        Declare the micro-kernels and the kernels on unpacked operands instead of emitting
-        them: they are linked from the modules of `emit_kernel_part` (the parts that
+        Declare the micro-kernels, the kernels on unpacked operands and the packing
+        functions instead of emitting them: they are linked from the modules of `emit_kernel_part` (the parts that
         `kernel_parts` lists), compiled once for every variant that calls them.
 
     Returns
@@ -913,8 +912,8 @@ def emit_matmul(
     kernels = _shared_kernels(module, tag, cfg, external_kernels)
     # A packed panel is MR rows of op(A) read along k; it is contiguous along the panel
     # width exactly when A is stored transposed. Likewise B's NR columns when not transposed.
-    pack_a = _shared_pack(module, tag, cfg, cfg.mr, along_width=bool(trans_a))
-    pack_b = _shared_pack(module, tag, cfg, cfg.nr, along_width=not trans_b)
+    pack_a = _shared_pack(module, tag, cfg, cfg.mr, bool(trans_a), external_kernels)
+    pack_b = _shared_pack(module, tag, cfg, cfg.nr, not trans_b, external_kernels)
     # Small products read A in place; B too, unless op(B) = Bᵀ, whose rows are columns of B
     # and are packed one strip at a time (see `_packed_strip`).
     direct = _shared_direct_kernels(module, tag, cfg, external_kernels) if cfg.direct_volume else None
@@ -942,58 +941,81 @@ def _shared(module: ir.Module, name: str, emit, signature=None) -> ir.Function:
     return fn
 
 
+def _micro_kernel(module: ir.Module, tag: str, cfg: MatmulConfig, rows: int, sets: int, declared: bool) -> ir.Function:
+    """The micro-kernel for tiles of ``rows`` rows (`_emit_micro_kernel`); ``declared``
+    declares it (see `_shared`)."""
+    name = f"{MICRO_KERNEL_PREFIX}{tag}.u{cfg.unroll}.r{rows}s{sets}"
+    signature = _micro_kernel_signature(cfg) if declared else None
+    return _shared(module, name, lambda n: _emit_micro_kernel(module, n, cfg, rows, sets), signature)
+
+
+def _direct_kernel(
+    module: ir.Module, tag: str, cfg: MatmulConfig, rows: int, sets: int, clamped: bool, declared: bool
+) -> ir.Function:
+    """The kernel on unpacked operands for tiles of ``rows`` rows (`_emit_direct_kernel`);
+    ``declared`` declares it (see `_shared`)."""
+    name = f"{DIRECT_KERNEL_PREFIX}{tag}.u{cfg.unroll}.r{rows}s{sets}{'.clamped' if clamped else ''}"
+    signature = _direct_kernel_signature(cfg) if declared else None
+    emit = lambda n: _emit_direct_kernel(module, n, cfg, rows, sets, clamped)  # noqa: E731
+    return _shared(module, name, emit, signature)
+
+
 def _shared_kernels(
     module: ir.Module, tag: str, cfg: MatmulConfig, declared: bool = False
 ) -> list[tuple[int, ir.Function]]:
     """(tile height, micro-kernel) pairs, shortest first: the edge kernels, then the full tile;
     ``declared`` declares them (see `_shared`)."""
-    signature = _micro_kernel_signature(cfg) if declared else None
-    kernels = []
-    for rows, sets in [*_edge_kernels(cfg), (cfg.mr, 1)]:
-        name = f"{MICRO_KERNEL_PREFIX}{tag}.u{cfg.unroll}.r{rows}s{sets}"
-        emit = lambda n, r=rows, s=sets: _emit_micro_kernel(module, n, cfg, r, s)  # noqa: E731
-        kernels.append((rows, _shared(module, name, emit, signature)))
-    return kernels
+    return [(rows, _micro_kernel(module, tag, cfg, rows, sets, declared)) for rows, sets in _tiles(cfg)]
 
 
 def _shared_direct_kernels(module: ir.Module, tag: str, cfg: MatmulConfig, declared: bool = False):
     """The kernels on unpacked A: the full tile, and (height, clamped kernel) pairs as
     `_shared_kernels` lists them for the last rows of a product (see `_emit_direct_kernel`);
     ``declared`` declares them."""
-    signature = _direct_kernel_signature(cfg) if declared else None
-
-    def kernel(rows: int, sets: int, clamped: bool) -> ir.Function:
-        name = f"{DIRECT_KERNEL_PREFIX}{tag}.u{cfg.unroll}.r{rows}s{sets}{'.clamped' if clamped else ''}"
-        emit = lambda n: _emit_direct_kernel(module, n, cfg, rows, sets, clamped)  # noqa: E731
-        return _shared(module, name, emit, signature)
-
-    edges = [(rows, kernel(rows, sets, True)) for rows, sets in [*_edge_kernels(cfg), (cfg.mr, 1)]]
-    return kernel(cfg.mr, 1, False), edges
+    edges = [(rows, _direct_kernel(module, tag, cfg, rows, sets, True, declared)) for rows, sets in _tiles(cfg)]
+    return _direct_kernel(module, tag, cfg, cfg.mr, 1, False, declared), edges
 
 
-# The kernels that every variant of a dtype calls, by the part of the library that holds them
-# (see `emit_kernel_part`): the packed-panel micro-kernels, and the kernels on unpacked
-# operands, which read B in place or from a zero-padded strip (op(B) = Bᵀ).
+def _tiles(cfg: MatmulConfig) -> list[tuple[int, int]]:
+    """(rows, accumulator sets) of every tile a kernel is emitted for: the edges, then the full one."""
+    return [*_edge_kernels(cfg), (cfg.mr, 1)]
+
+
+def _packs(module: ir.Module, tag: str, cfg: MatmulConfig) -> list[ir.Function]:
+    """Every packing function the variants call: panels of A (MR wide) and of B (NR wide),
+    from either layout."""
+    shapes = dict.fromkeys((width, along) for width in (cfg.mr, cfg.nr) for along in (False, True))
+    return [_shared_pack(module, tag, cfg, width, along) for width, along in shapes]
+
+
+# The functions that every variant of a dtype calls, by the part of the library that holds
+# them (see `emit_kernel_part`): the packed-panel micro-kernels, the kernels on unpacked
+# operands (which read B in place or from a zero-padded strip, op(B) = Bᵀ), and the packing.
+# They are parts of a few dozen milliseconds of LLVM each rather than two large ones, so
+# that the two processes compiling a library (`codegen.library`) finish close together.
 KERNEL_PARTS = {
-    "kernels": lambda module, tag, cfg: [fn for _, fn in _shared_kernels(module, tag, cfg)],
-    "direct": lambda module, tag, cfg: _direct_functions(_shared_direct_kernels(module, tag, cfg)),
+    "packing": _packs,
+    "direct_edges": lambda m, tag, cfg: [_direct_kernel(m, tag, cfg, r, s, True, False) for r, s in _edge_kernels(cfg)],
+    "direct_clamped": lambda m, tag, cfg: [_direct_kernel(m, tag, cfg, cfg.mr, 1, True, False)],
+    "direct": lambda m, tag, cfg: [_direct_kernel(m, tag, cfg, cfg.mr, 1, False, False)],
+    "edge_kernels": lambda m, tag, cfg: [_micro_kernel(m, tag, cfg, r, s, False) for r, s in _edge_kernels(cfg)],
+    "kernels": lambda m, tag, cfg: [_micro_kernel(m, tag, cfg, cfg.mr, 1, False)],
 }
-
-
-def _direct_functions(direct) -> list[ir.Function]:
-    full, edges = direct
-    return list(dict.fromkeys([full, *(fn for _, fn in edges)]))
 
 
 def kernel_parts(dtype: str, config: MatmulConfig | None = None) -> tuple[str, ...]:
     """The parts of `KERNEL_PARTS` that a variant emitted with ``external_kernels`` links to:
-    every variant the same ones.
+    every variant the same ones, those that the configuration has functions for.
 
     >>> kernel_parts("float32")
-    ('kernels', 'direct')
+    ('packing', 'direct_edges', 'direct_clamped', 'direct', 'edge_kernels', 'kernels')
+    >>> kernel_parts("float32", MatmulConfig("float32", 8, 1, 2, 64, 64, 64))
+    ('packing', 'kernels')
     """
     cfg = _checked_config(dtype, config)
-    return ("kernels", "direct") if cfg.direct_volume else ("kernels",)
+    edges, direct = bool(_edge_kernels(cfg)), bool(cfg.direct_volume)
+    has = {"direct_edges": direct and edges, "direct_clamped": direct, "direct": direct, "edge_kernels": edges}
+    return tuple(part for part in KERNEL_PARTS if has.get(part, True))
 
 
 def emit_kernel_part(module: ir.Module, dtype: str, part: str, config: MatmulConfig | None = None) -> list[ir.Function]:
@@ -1018,9 +1040,19 @@ def emit_kernel_part(module: ir.Module, dtype: str, part: str, config: MatmulCon
     return functions
 
 
-def _shared_pack(module: ir.Module, tag: str, cfg: MatmulConfig, width: int, along_width: bool) -> ir.Function:
+def _shared_pack(
+    module: ir.Module, tag: str, cfg: MatmulConfig, width: int, along_width: bool, declared: bool = False
+) -> ir.Function:
+    """The packing function for panels ``width`` wide (`_emit_pack`); ``declared`` declares it."""
     name = f"matmul.pack.{tag}.w{width}.{'rows' if along_width else 'columns'}"
-    return _shared(module, name, lambda n: _emit_pack(module, n, cfg, width, along_width))
+    signature = _pack_signature(cfg) if declared else None
+    return _shared(module, name, lambda n: _emit_pack(module, n, cfg, width, along_width), signature)
+
+
+def _pack_signature(cfg: MatmulConfig) -> tuple[list[ir.Type], tuple[int, ...]]:
+    """Argument types and ``noalias`` arguments of `_emit_pack`'s functions."""
+    t = llvm_float_type(cfg.dtype).as_pointer()
+    return [t, t, _I64, _I64, _I64, _I64], (0, 1)
 
 
 def _emit_driver(fn, cfg: MatmulConfig, kernels, pack_a, pack_b, trans_a: bool, trans_b: bool, direct) -> None:
