@@ -1469,7 +1469,7 @@ def emit_program(program: Program, name: str = "run", flags=FAST, profile: bool 
     # runs (a compare per buffer, where a check of the table in Python costs a microsecond).
     with builder.if_then(unbound, likely=False):
         builder.ret(ir.Constant(I32, STATUS_UNBOUND))
-    emitted: dict[str, ir.Function] = {}
+    emitted: dict[tuple, ir.Function] = {}
     timer = ProfileEmitter(module, name, len(program.kernels)) if profile else None
     for index, kernel in enumerate(program.kernels):
         buffers = list(dict.fromkeys(kernel_buffers(kernel)))
@@ -1492,22 +1492,26 @@ def emit_program(program: Program, name: str = "run", flags=FAST, profile: bool 
     return module
 
 
-def kernel_signature(kernel, buffers: list) -> str:
-    """The kernel as text with each buffer named by its position among the kernel's buffers:
-    equal signatures mean the same code applies."""
+def kernel_signature(kernel, buffers: list) -> tuple:
+    """The kernel as a key with each buffer named by its position among the kernel's buffers:
+    equal signatures mean the same code applies.
+
+    Scalar bodies stay SymPy expressions, compared by structure: printing them (a
+    signature of text) was a quarter of the emission of the mnist step.
+    """
     position = {b: i for i, b in enumerate(buffers)}
-    parts = [type(kernel).__name__]
+    parts: list = [type(kernel).__name__]
     for field, value in vars(kernel).items():
         views = value if isinstance(value, list) else [value]
         if views and all(isinstance(v, View) for v in views):
             for v in views:
-                parts.append(f"{field}:#{position[v.buffer]}:{v.dtype}:{v.shape}:{v.strides}:{v.offset}")
+                parts.append((field, position[v.buffer], v.dtype, v.shape, v.strides, v.offset))
         elif hasattr(value, "slot"):  # a buffer, such as the matmul workspace
-            parts.append(f"{field}:#{position[value]}")
+            parts.append((field, position[value]))
         elif hasattr(value, "body"):  # a scalar function
-            parts.append(f"{field}:{value.symbols}:{value.body}")
+            parts.append((field, value.symbols, value.body))
         elif isinstance(value, KERNELS):  # a MatmulMap's product and epilogue
-            parts.append(f"{field}:[{kernel_signature(value, buffers)}]")
+            parts.append((field, kernel_signature(value, buffers)))
         else:
             parts.append(f"{field}:{value}")
-    return "|".join(parts)
+    return tuple(parts)
