@@ -17,6 +17,7 @@ import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
 from codegen import cache, debug, llvm_threads
+from codegen.ir_text import module_text
 from codegen.objfile import ObjectSymbols, read_symbols
 from codegen.target import (
     code_generation,
@@ -296,7 +297,7 @@ def _parse_and_verify(ir_text: str) -> llvm.ModuleRef:
 
 def _ir_text(module: ir.Module | str) -> str:
     if isinstance(module, ir.Module):
-        return str(module)
+        return module_text(module)
     if isinstance(module, str):
         return module
     raise TypeError(f"module must be an llvmlite.ir.Module or LLVM IR text, got {type(module).__name__}")

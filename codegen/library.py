@@ -47,6 +47,7 @@ import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
 from . import cache, collector, debug
+from .ir_text import module_text
 from .jit import (
     CompiledModule,
     CompileOptions,
@@ -141,7 +142,7 @@ def _unit_ir(unit: str) -> str:
     with collector.paused():
         if name in KERNEL_PARTS:
             emit_kernel_part(module, dtype, name)
-            return str(module)
+            return module_text(module)
         trans_a, trans_b = (letter == "t" for letter in name)
         one_thread = matmul_symbol(dtype, trans_a, trans_b, one_thread=True)
         kernel = emit_matmul(module, one_thread, dtype, trans_a, trans_b, external_kernels=True)
@@ -152,7 +153,7 @@ def _unit_ir(unit: str) -> str:
             builder = ir.IRBuilder(exported.append_basic_block("entry"))
             builder.call(wrapper, list(exported.args))
             builder.ret_void()
-        return str(module)
+        return module_text(module)
 
 
 _loaded: dict[str, CompiledModule] = {}  # unit -> its code, kept for the life of the process

@@ -22,6 +22,8 @@ import re
 
 import llvmlite.ir as ir
 
+from .ir_text import IRWriter
+
 __all__ = ["split_module", "mark_as_written", "is_as_written"]
 
 # A reference to a global value in LLVM IR as llvmlite writes it: @"name" or @name.
@@ -100,8 +102,8 @@ def split_module(module: ir.Module, parts: int) -> list[str]:
     compiles as written only if each of its functions is marked so; each kind of module
     gets a share of the ``parts`` as large as its share of the cost (lines of IR, each of
     the optimised kind counting `OPTIMISED_COST`). Every module carries all the metadata, so
-    that references to it keep their numbers. One module with nothing marked is
-    ``[str(module)]``.
+    that references to it keep their numbers. One module with nothing marked is its whole
+    text, ``[module_text(module)]``. Functions are written by `codegen.ir_text.IRWriter`.
 
     Parameters
     ----------
@@ -140,7 +142,8 @@ def split_module(module: ir.Module, parts: int) -> list[str]:
     defined = {
         name: value for name, value in values.items() if isinstance(value, ir.Function) and not value.is_declaration
     }
-    texts = {name: str(value) for name, value in defined.items()}
+    writer = IRWriter()
+    texts = {name: writer.function(value) for name, value in defined.items()}
     references = {name: _references(text) - {name} for name, text in texts.items()}
     sizes = {name: _size(text) for name, text in texts.items()}
     movable = _movable_groups(values, texts, references, sizes)
@@ -150,7 +153,7 @@ def split_module(module: ir.Module, parts: int) -> list[str]:
     first_size = sum(sizes[name] for name in staying)
     modules = _deal(groups, (first_size, first_written), parts)
     if len(modules) == 1 and not first_written:
-        return [str(module)]
+        return [writer.module(module)]
     home = {name: index for index, (group, _) in enumerate(modules[1:], 1) for name in group}
     crossing = {
         name
@@ -162,7 +165,7 @@ def split_module(module: ir.Module, parts: int) -> list[str]:
     try:
         for name in crossing:
             defined[name].linkage = ""  # external: called from another module
-            texts[name] = str(defined[name])
+            texts[name] = writer.function(defined[name])  # the body as written before
     finally:
         for name, linkage in saved.items():
             defined[name].linkage = linkage
