@@ -207,7 +207,9 @@ def test_cache_builds_the_kernel_library_ahead_of_a_first_model_and_clears(tmp_p
     monkeypatch.setenv("SYMBACKPROP_CACHE", "1")
     modules = len(kernel_parts("float64")) + 4  # the parts, and a module per transposition
     status, out, _ = run(capsys, "cache", "--dtype", "float64")
-    assert status == 0 and f"cache: {tmp_path} (on)" in out and "float64 on " in out and f": 0 of {modules} modules" in out
+    assert (
+        status == 0 and f"cache: {tmp_path} (on)" in out and "float64 on " in out and f": 0 of {modules} modules" in out
+    )
     status, out, _ = run(capsys, "cache", "build", "--dtype", "float64")
     assert status == 0 and f"built {modules} modules" in out and f": {modules} of {modules} modules built" in out
     status, out, _ = run(capsys, "cache", "build", "--dtype", "float64")
