@@ -19,16 +19,16 @@ Emitting a module's IR is Python, which runs one thread at a time, so a process 
 does the library's share: `prefetch` starts a helper process (`_main`) that compiles the
 modules a program needs into the disk cache, first to last (the parts first), while this
 process emits and compiles the program. `load_variants` then compiles, last to first, what
-the helper has not started, loads them all in order and waits for the ones the helper is
-still compiling; each process claims a module in the cache (`codegen.cache.claim`) before
-compiling it, so that the two meet in the middle. The helper starts before the program is
+the helper has not started, and waits for the ones the helper is still compiling; each
+process claims a module in the cache (`codegen.cache.claim`) before compiling it, so that
+the two meet in the middle. The helper starts before the program is
 lowered, on standby (`helper_on_standby`): it imports the package while this process
 derives the program, then reads the names of its modules from its standard input.
 ``SYMBACKPROP_COMPILE_HELPER=0`` (or a
-disabled cache) compiles everything in this process; so does a helper that fails. When
-every module is in the cache already (a warm start), they are loaded into one engine
-(`codegen.jit.compile_keyed_group`), which links them to each other; so, without a helper,
-are the modules this process compiles, two at a time in parallel threads.
+disabled cache) compiles everything in this process; so does a helper that fails. The
+modules are then loaded from the cache into one engine (`codegen.jit.compile_keyed_group`),
+which links them to each other; without a helper, this process compiles them first, two at
+a time in parallel threads.
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ from .ir_text import module_text
 from .jit import (
     CompiledModule,
     CompileOptions,
-    compile_keyed,
     compile_keyed_group,
     keyed_cache_key,
     store_keyed,
@@ -354,33 +353,39 @@ def load_variants(variants: Iterable[tuple[str, bool, bool]]) -> None:
     Each module is a cache entry of its own, keyed by the compiler's source: a warm start
     loads the object code without generating its IR in Python. With a helper at work
     (`prefetch`), this process first compiles, last to first, the modules the helper has
-    not claimed, into the cache; then it loads every module in order, parts first, waiting
-    for those the helper is still compiling.
+    not claimed, into the cache, and waits for those the helper is still compiling; then
+    it loads them all into one engine, which links the variants to their parts.
     """
     with _lock:
         units = _unloaded(variants)
         if not units:
             return
         token = _source_token()
-        if not any(unit in _helpers for unit in units):  # a warm start, or no helper: all in one engine
-            group = compile_keyed_group(_builds(units, token), options=LIBRARY_OPTIONS, threads=usable_cores())
-            for unit, compiled in zip(units, group):
-                _register(unit, compiled)
-            return
-        for unit in reversed(units):
-            helper = _helpers.get(unit)
-            key = _key(unit, token)
-            if helper is not None and cache.claim(key, helper.process.pid):
-                try:
-                    store_keyed(_identity(unit, token), lambda u=unit: _unit_ir(u), options=LIBRARY_OPTIONS)
-                finally:
-                    cache.release(key, helper.process.pid)
-        for unit in units:
-            helper = _helpers.pop(unit, None)
-            if helper is not None:
-                helper.wait_for(_key(unit, token))
-            _register(unit, compile_keyed(_identity(unit, token), lambda u=unit: _unit_ir(u), options=LIBRARY_OPTIONS))
-            if helper is not None and not any(h is helper for h in _helpers.values()):
+        if any(unit in _helpers for unit in units):
+            _compile_beside_helpers(units, token)
+        # All in one engine: from the cache, where the helper and this process put them (or
+        # compiled here, two at a time, what a helper that failed left out).
+        group = compile_keyed_group(_builds(units, token), options=LIBRARY_OPTIONS, threads=usable_cores())
+        for unit, compiled in zip(units, group):
+            _register(unit, compiled)
+
+
+def _compile_beside_helpers(units: list[str], token: str) -> None:
+    """Compile into the cache, last to first, the modules of ``units`` that their helper has
+    not claimed, then wait for the helper's. Call with `_lock` held."""
+    for unit in reversed(units):
+        helper = _helpers.get(unit)
+        key = _key(unit, token)
+        if helper is not None and cache.claim(key, helper.process.pid):
+            try:
+                store_keyed(_identity(unit, token), lambda u=unit: _unit_ir(u), options=LIBRARY_OPTIONS)
+            finally:
+                cache.release(key, helper.process.pid)
+    for unit in units:
+        helper = _helpers.pop(unit, None)
+        if helper is not None:
+            helper.wait_for(_key(unit, token))
+            if not any(h is helper for h in _helpers.values()):
                 helper.finish()
 
 
