@@ -163,8 +163,8 @@ HELPER_TIMEOUT_S = 300.0
 class _Helper:
     """A helper process compiling modules of the library into the disk cache."""
 
-    def __init__(self, process: subprocess.Popen, units: list[str]):
-        self.process, self.units = process, units
+    def __init__(self, process: subprocess.Popen, units: list[str], keys: list[str]):
+        self.process, self.units, self.keys = process, units, keys
 
     def wait_for(self, key: str) -> None:
         """Return once the cache has ``key`` or the helper has exited (then the caller
@@ -176,10 +176,13 @@ class _Helper:
             debug.log(1, f"library helper for {', '.join(self.units)} exited with {self.process.returncode}")
 
     def finish(self) -> None:
-        """Stop the helper once nothing it compiles is wanted here any more."""
+        """Stop the helper once nothing it compiles is wanted here any more, and remove the
+        claims it may have left: stopped between writing a module and releasing its claim."""
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+        for key in self.keys:
+            cache.release(key, self.process.pid)
 
 
 # The helper's program. It runs without the `site` module (``-S``), which spends a third of
@@ -313,7 +316,7 @@ def prefetch(variants: Iterable[tuple[str, bool, bool]]) -> bool:
         process = _hand_to_standby(wanted) or _start_helper([token, *wanted])
         if process is None:
             return False
-        helper = _Helper(process, wanted)
+        helper = _Helper(process, wanted, [_key(unit, token) for unit in wanted])
         for unit in wanted:
             _helpers[unit] = helper
         debug.log(1, f"library helper {process.pid} compiles {', '.join(wanted)}")
