@@ -815,7 +815,8 @@ SMALL_COLUMNS = 16
 
 
 def _in_program(kernel: Matmul):
-    """The emitter of a product computed by the program's own loops, or None for the library's."""
+    """The emitter of a product computed by the program's own loops, or None for the library's.
+    An emitter returns whether its loops are written in vectors (None counts as not)."""
     if kernel.out.shape[1] == 1:
         return _matvec
     inner = kernel.a.shape[0] if kernel.trans_a else kernel.a.shape[1]
@@ -907,12 +908,12 @@ NARROW_ROW_BLOCK = 4
 NARROW_K_UNROLL = 4
 
 
-def _narrow_rows(kb: KernelBuilder, kernel: Matmul) -> None:
+def _narrow_rows(kb: KernelBuilder, kernel: Matmul) -> bool:
     """``out[i, :] = sum over k of a[i, k] b[k, :]`` for `_narrow_plain` products: a row of ``out``
     is held as vectors of exactly its width (10 columns: 8 + 2 lanes), so no load or store
     needs a mask, and `NARROW_ROW_BLOCK` rows share each load of ``b[k, :]``. The library's
     tiles computed 10 columns as two 8-lane vectors, masked at every load of ``b`` and every
-    store: 32 x 10 x 64 took 1.2-1.35 µs there."""
+    store: 32 x 10 x 64 took 1.2-1.35 µs there. Returns True: its loops are in vectors."""
     b = kb.builder
     ty = element_type(kernel.out.dtype)
     lanes = matmul_config(kernel.out.dtype).lanes
@@ -958,12 +959,13 @@ def _narrow_rows(kb: KernelBuilder, kernel: Matmul) -> None:
     return True
 
 
-def _narrow_columns(kb: KernelBuilder, kernel: Matmul) -> None:
+def _narrow_columns(kb: KernelBuilder, kernel: Matmul) -> bool:
     """``out[i, j] = sum over k of a[k, i] b[k, j]`` for `_narrow_transposed` products: for each
     block of rows (one vector of ``a[k, i:i+lanes]``), one vector accumulator per column,
     each step along k adding ``a[k, block] · b[k, j]``. The library's tiles are 16 columns
     wide, so 10 columns took two vectors with a masked load of ``b`` and a masked store of
-    ``out`` at every step: 64 x 10 x 32 ran at 26 GFLOP/s there."""
+    ``out`` at every step: 64 x 10 x 32 ran at 26 GFLOP/s there. Returns True: its loops are
+    in vectors."""
     b = kb.builder
     ty = element_type(kernel.out.dtype)
     lanes = matmul_config(kernel.out.dtype).lanes

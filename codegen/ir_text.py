@@ -19,7 +19,7 @@ import re
 import llvmlite.ir as ir
 from llvmlite.ir import instructions as ins
 
-__all__ = ["IRWriter", "module_text"]
+__all__ = ["IRWriter", "module_text", "header_lines", "metadata_lines"]
 
 # Names that LLVM reads unquoted; any other label is quoted, with `\` and `"` escaped.
 _PLAIN_NAME = re.compile(r"[-a-zA-Z$._][-a-zA-Z$._0-9]*$")
@@ -75,19 +75,9 @@ class IRWriter:
 
     def module(self, module: ir.Module) -> str:
         """The whole module, laid out as llvmlite lays it out."""
-        lines = [
-            f'; ModuleID = "{module.name}"',
-            f'target triple = "{module.triple}"',
-            f'target datalayout = "{module.data_layout}"',
-            "",
-        ]
-        lines += [t.get_declaration() for t in module.context.identified_types.values()]
+        lines = header_lines(module, module.name)
         lines += [self.function(v) if isinstance(v, ir.Function) else str(v) for v in module.globals.values()]
-        lines += [
-            f"!{name} = !{{ {', '.join(op.get_reference() for op in node.operands)} }}"
-            for name, node in module.namedmetadata.items()
-        ]
-        lines += [str(node) for node in module.metadata]
+        lines += metadata_lines(module)
         return "\n".join(lines)
 
     def function(self, function: ir.Function) -> str:
@@ -197,15 +187,34 @@ class IRWriter:
         return self._named(instruction, f"{instruction.opname} {operands}{self._metadata(instruction)}")
 
     def _call(self, instruction) -> str:
-        if instruction.arg_attributes or instruction.cconv or instruction.tail or instruction.attributes:
+        rare = instruction.arg_attributes, instruction.cconv, instruction.tail, instruction.attributes
+        if any(rare) or instruction.fastmath:
             return str(instruction)  # forms the code generator does not emit: llvmlite's text
-        if instruction.fastmath:
-            return str(instruction)
         callee_type = instruction.callee.function_type
         returned = callee_type if callee_type.var_arg else callee_type.return_type
         arguments = ", ".join([self._typed(argument) for argument in instruction.args])
         text = f"call {self._type(returned)} {instruction.callee.get_reference()}({arguments})"
         return self._named(instruction, text + self._metadata(instruction))
+
+
+def header_lines(module: ir.Module, name: str) -> list[str]:
+    """The lines before a module's global values: its name (``name``), target and types."""
+    lines = [
+        f'; ModuleID = "{name}"',
+        f'target triple = "{module.triple}"',
+        f'target datalayout = "{module.data_layout}"',
+        "",
+    ]
+    return lines + [t.get_declaration() for t in module.context.identified_types.values()]
+
+
+def metadata_lines(module: ir.Module) -> list[str]:
+    """The module's named metadata, then its numbered metadata nodes."""
+    lines = [
+        f"!{name} = !{{ {', '.join(op.get_reference() for op in node.operands)} }}"
+        for name, node in module.namedmetadata.items()
+    ]
+    return lines + [str(node) for node in module.metadata]
 
 
 def _label(name: str) -> str:

@@ -21,11 +21,11 @@ modules a program needs into the disk cache, first to last (the parts first), wh
 process emits and compiles the program. `load_variants` then compiles, last to first, what
 the helper has not started, and waits for the ones the helper is still compiling; each
 process claims a module in the cache (`codegen.cache.claim`) before compiling it, so that
-the two meet in the middle. The helper starts before the program is
-lowered, on standby (`helper_on_standby`): it imports the package while this process
-derives the program, then reads the names of its modules from its standard input.
-``SYMBACKPROP_COMPILE_HELPER=0`` (or a
-disabled cache) compiles everything in this process; so does a helper that fails. The
+the two meet in the middle. The helper starts before the program is lowered, on standby
+(`helper_on_standby`): it imports the package while this process derives the program,
+then reads the names of its modules from its standard input.
+``SYMBACKPROP_COMPILE_HELPER=0`` (or a disabled cache) compiles everything in this process;
+so does a helper that fails. The
 modules are then loaded from the cache into one engine (`codegen.jit.compile_keyed_group`),
 which links them to each other; without a helper, this process compiles them first, two at
 a time in parallel threads.

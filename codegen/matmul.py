@@ -978,28 +978,38 @@ def _shared_direct_kernels(module: ir.Module, tag: str, cfg: MatmulConfig, decla
 
 def _tiles(cfg: MatmulConfig) -> list[tuple[int, int]]:
     """(rows, accumulator sets) of every tile a kernel is emitted for: the edges, then the full one."""
-    return [*_edge_kernels(cfg), (cfg.mr, 1)]
+    return [*_edge_kernels(cfg), *_full_tile(cfg)]
 
 
-def _packs(module: ir.Module, tag: str, cfg: MatmulConfig) -> list[ir.Function]:
-    """Every packing function the variants call: panels of A (MR wide) and of B (NR wide),
-    from either layout."""
-    shapes = dict.fromkeys((width, along) for width in (cfg.mr, cfg.nr) for along in (False, True))
-    return [_shared_pack(module, tag, cfg, width, along) for width, along in shapes]
+def _full_tile(cfg: MatmulConfig) -> list[tuple[int, int]]:
+    return [(cfg.mr, 1)]
+
+
+def _direct_only(tiles):
+    """The tiles of ``tiles(cfg)`` for a configuration with kernels on unpacked operands."""
+    return lambda cfg: tiles(cfg) if cfg.direct_volume else []
+
+
+def _pack_shapes(cfg: MatmulConfig) -> list[tuple[int, bool]]:
+    """(width, along_width) of every packing function the variants call: panels of A (MR
+    wide) and of B (NR wide), from either layout."""
+    return list(dict.fromkeys((width, along) for width in (cfg.mr, cfg.nr) for along in (False, True)))
 
 
 # The functions that every variant of a dtype calls, by the part of the library that holds
-# them (see `emit_kernel_part`): the packed-panel micro-kernels, the kernels on unpacked
-# operands (which read B in place or from a zero-padded strip, op(B) = Bᵀ), and the packing.
+# them (see `emit_kernel_part`): the packing, the kernels on unpacked operands (which read B
+# in place or from a zero-padded strip, op(B) = Bᵀ) and the packed-panel micro-kernels. Each
+# part is what its first function lists for a configuration (tiles ``(rows, sets)``, or
+# packing shapes), each emitted by the second; a configuration without any has no such part.
 # They are parts of a few dozen milliseconds of LLVM each rather than two large ones, so
 # that the two processes compiling a library (`codegen.library`) finish close together.
 KERNEL_PARTS = {
-    "packing": _packs,
-    "direct_edges": lambda m, tag, cfg: [_direct_kernel(m, tag, cfg, r, s, True, False) for r, s in _edge_kernels(cfg)],
-    "direct_clamped": lambda m, tag, cfg: [_direct_kernel(m, tag, cfg, cfg.mr, 1, True, False)],
-    "direct": lambda m, tag, cfg: [_direct_kernel(m, tag, cfg, cfg.mr, 1, False, False)],
-    "edge_kernels": lambda m, tag, cfg: [_micro_kernel(m, tag, cfg, r, s, False) for r, s in _edge_kernels(cfg)],
-    "kernels": lambda m, tag, cfg: [_micro_kernel(m, tag, cfg, cfg.mr, 1, False)],
+    "packing": (_pack_shapes, lambda m, tag, cfg, shape: _shared_pack(m, tag, cfg, *shape)),
+    "direct_edges": (_direct_only(_edge_kernels), lambda m, tag, cfg, t: _direct_kernel(m, tag, cfg, *t, True, False)),
+    "direct_clamped": (_direct_only(_full_tile), lambda m, tag, cfg, t: _direct_kernel(m, tag, cfg, *t, True, False)),
+    "direct": (_direct_only(_full_tile), lambda m, tag, cfg, t: _direct_kernel(m, tag, cfg, *t, False, False)),
+    "edge_kernels": (_edge_kernels, lambda m, tag, cfg, t: _micro_kernel(m, tag, cfg, *t, False)),
+    "kernels": (_full_tile, lambda m, tag, cfg, t: _micro_kernel(m, tag, cfg, *t, False)),
 }
 
 
@@ -1013,9 +1023,7 @@ def kernel_parts(dtype: str, config: MatmulConfig | None = None) -> tuple[str, .
     ('packing', 'kernels')
     """
     cfg = _checked_config(dtype, config)
-    edges, direct = bool(_edge_kernels(cfg)), bool(cfg.direct_volume)
-    has = {"direct_edges": direct and edges, "direct_clamped": direct, "direct": direct, "edge_kernels": edges}
-    return tuple(part for part in KERNEL_PARTS if has.get(part, True))
+    return tuple(part for part, (items, _) in KERNEL_PARTS.items() if items(cfg))
 
 
 def emit_kernel_part(module: ir.Module, dtype: str, part: str, config: MatmulConfig | None = None) -> list[ir.Function]:
@@ -1034,7 +1042,8 @@ def emit_kernel_part(module: ir.Module, dtype: str, part: str, config: MatmulCon
     if part not in KERNEL_PARTS:
         raise ValueError(f"part must be one of {sorted(KERNEL_PARTS)}, got {part!r}")
     cfg = _checked_config(dtype, config)
-    functions = KERNEL_PARTS[part](module, _tag(cfg), cfg)
+    items, emit = KERNEL_PARTS[part]
+    functions = [emit(module, _tag(cfg), cfg, item) for item in items(cfg)]
     for fn in functions:
         fn.linkage = ""  # external: the variants' modules call them
     return functions

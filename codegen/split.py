@@ -22,7 +22,7 @@ import re
 
 import llvmlite.ir as ir
 
-from .ir_text import IRWriter
+from .ir_text import IRWriter, header_lines, metadata_lines
 
 __all__ = ["split_module", "mark_as_written", "is_as_written"]
 
@@ -230,12 +230,7 @@ def _module_text(
     own = {name for name in texts if home.get(name, 0) == index}
     used = set().union(*(references[name] for name in own))
     name = (module.name if index == 0 else f"{module.name}.{index}") + (AS_WRITTEN_SUFFIX if written else "")
-    lines = [
-        f'; ModuleID = "{name}"',
-        f'target triple = "{module.triple}"',
-        f'target datalayout = "{module.data_layout}"',
-    ]
-    lines += [t.get_declaration() for t in module.get_identified_types().values()]
+    lines = header_lines(module, name)
     for value_name, value in values.items():
         if value_name in own:
             lines.append(texts[value_name])
@@ -244,11 +239,7 @@ def _module_text(
                 lines.append(_declaration(value))
         elif index == 0 or (value_name in used and _is_declaration(value)):
             lines.append(str(value))
-    lines += [str(node) for node in module.metadata]
-    lines += [
-        f"!{key} = !{{ {', '.join(op.get_reference() for op in node.operands)} }}"
-        for key, node in module.namedmetadata.items()
-    ]
+    lines += metadata_lines(module)
     return "\n".join(lines) + "\n"
 
 
