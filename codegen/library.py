@@ -21,14 +21,15 @@ modules a program needs into the disk cache, first to last (the parts first), wh
 process emits and compiles the program. `load_variants` then compiles, last to first, what
 the helper has not started, and waits for the ones the helper is still compiling; each
 process claims a module in the cache (`codegen.cache.claim`) before compiling it, so that
-the two meet in the middle. The helper starts before the program is lowered, on standby
-(`helper_on_standby`): it imports the package while this process derives the program,
-then reads the names of its modules from its standard input.
-``SYMBACKPROP_COMPILE_HELPER=0`` (or a disabled cache) compiles everything in this process;
-so does a helper that fails. The
-modules are then loaded from the cache into one engine (`codegen.jit.compile_keyed_group`),
-which links them to each other; without a helper, this process compiles them first, two at
-a time in parallel threads.
+the two meet in the middle. The helper is this process forked where that is safe
+(`codegen.forked`), otherwise a new interpreter; it starts before the program is derived,
+on standby (`helper_on_standby`): it compiles the kernel parts, which every variant of a
+precision needs, while this process derives and lowers the program, then reads the names
+of its other modules from its input. ``SYMBACKPROP_COMPILE_HELPER=0`` (or a disabled
+cache) compiles everything in this process, and so does a helper that fails; ``spawn``
+starts a new interpreter even where forking is safe. The modules are then loaded from the
+cache into one engine (`codegen.jit.compile_keyed_group`), which links them to each other;
+without a helper, this process compiles them first, two at a time in parallel threads.
 """
 
 from __future__ import annotations
@@ -36,17 +37,19 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import select
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
-from . import cache, collector, debug
+from . import cache, collector, debug, forked
 from .ir_text import module_text
 from .jit import (
     CompiledModule,
@@ -163,7 +166,7 @@ HELPER_TIMEOUT_S = 300.0
 class _Helper:
     """A helper process compiling modules of the library into the disk cache."""
 
-    def __init__(self, process: subprocess.Popen, units: list[str], keys: list[str]):
+    def __init__(self, process: subprocess.Popen | forked.ForkedProcess, units: list[str], keys: list[str]):
         self.process, self.units, self.keys = process, units, keys
 
     def wait_for(self, key: str) -> None:
@@ -185,25 +188,27 @@ class _Helper:
             cache.release(key, self.process.pid)
 
 
-# The helper's program. It runs without the `site` module (``-S``), which spends a third of
-# a bare interpreter's start on `.pth` files and site directories, on this process's module
-# search path instead, passed as its first arguments (their count, then the paths), with
-# this package's root put first: ahead of the working directory, which ``python -m`` and
-# ``-c`` put there, where a ``codegen`` package of the user's own would be found instead.
+# The program of a helper that is a new interpreter. It runs without the `site` module
+# (``-S``), which spends a third of a bare interpreter's start on `.pth` files and site
+# directories, on this process's module search path instead, passed as its first arguments
+# (their count, then the paths), with this package's root put first: ahead of the working
+# directory, which ``python -m`` and ``-c`` put there, where a ``codegen`` package of the
+# user's own would be found instead. Then ``standby`` or ``assigned``, and `_main`'s.
 _HELPER_PROGRAM = (
     "import sys; a = sys.argv; n = int(a[1]); sys.path[:0] = a[2 : 2 + n]; del a[1 : 2 + n]\n"
-    "from codegen.library import _main; _main(a[1:])"
+    "from codegen.library import _main; _main(a[2:], sys.stdin.buffer if a[1] == 'standby' else None)"
 )
 _helpers: dict[str, _Helper] = {}  # unit -> the helper compiling it
 # A helper started before this process knows what it will compile (`helper_on_standby`):
-# it imports the package, then waits for its units on its standard input.
-_standby: subprocess.Popen | None = None
+# it compiles the kernel parts, then waits for its other units on its input.
+_standby: subprocess.Popen | forked.ForkedProcess | None = None
 
 
 def _forget_helpers() -> None:
-    global _standby
+    global _standby, _lock
     _helpers.clear()
     _standby = None
+    _lock = threading.Lock()  # the thread that held it at the fork, if one did, is not here
 
 
 if hasattr(os, "register_at_fork"):
@@ -233,8 +238,14 @@ def _key(unit: str, source_token: str) -> str:
 def helper_enabled() -> bool:
     """Whether `prefetch` may start a helper: the cache is on and ``SYMBACKPROP_COMPILE_HELPER``
     is not ``0`` (or ``false``, ``no``, ``off``)."""
-    switched_off = os.environ.get(HELPER_VAR, "1").strip().lower() in ("0", "false", "no", "off")
-    return cache.cache_enabled() and not switched_off
+    return cache.cache_enabled() and _helper_mode() != "off"
+
+
+def _helper_mode() -> str:
+    """``SYMBACKPROP_COMPILE_HELPER``: ``"off"``, ``"spawn"`` (a new interpreter), or by
+    default ``"fork"`` (this process forked, where that is safe)."""
+    value = os.environ.get(HELPER_VAR, "1").strip().lower()
+    return "off" if value in ("0", "false", "no", "off") else "spawn" if value == "spawn" else "fork"
 
 
 # What a training step's products usually need: the product, and the two of its gradients.
@@ -248,8 +259,9 @@ def helper_on_standby(dtypes: Iterable[str]) -> Iterator[None]:
     loaded nor in the disk cache; `prefetch` inside the block hands it its modules, and one
     not handed any by the end of the block is let go.
 
-    Python and the package take the helper a tenth of a second to import, which it spends
-    while this process derives and lowers the program, on a core that would otherwise wait.
+    Every variant of a precision links to all of its kernel parts, so the helper compiles
+    those at once, while this process derives and lowers the program, on a core that would
+    otherwise wait; it stops after the one at hand if let go first.
     """
     global _standby
     started = False
@@ -258,10 +270,12 @@ def helper_on_standby(dtypes: Iterable[str]) -> Iterator[None]:
             variants = [(dtype, *pair) for dtype in set(dtypes) & set(DTYPES) for pair in _STEP_TRANSPOSITIONS]
             token, wanted = _wanted(variants) if _standby is None else (None, [])
             if wanted:
-                _standby = _start_helper([token], stdin=subprocess.PIPE)
+                parts = [unit for unit in wanted if unit.split(":")[1] in KERNEL_PARTS]
+                _standby = _start_helper(token, parts, standby=True)
                 started = _standby is not None
                 if started:
-                    debug.log(1, f"library helper {_standby.pid} on standby")
+                    how = "fork" if isinstance(_standby, forked.ForkedProcess) else "spawn"
+                    debug.log(1, f"library helper {_standby.pid} ({how}) on standby, compiling {', '.join(parts)}")
     try:
         yield
     finally:
@@ -276,20 +290,35 @@ def _dismiss_standby() -> None:
     if _standby is not None:
         with contextlib.suppress(OSError):
             _standby.stdin.close()
-        _reap(_standby)
+        _let_go.append(_standby)
         _standby = None
 
 
-def _reap(process: subprocess.Popen) -> None:
-    """Collect the exit status of a helper let go, in a thread, without waiting for it here."""
-    threading.Thread(target=process.wait, name="library-helper-reaper", daemon=True).start()
+# Helpers let go before they had exited, collected (`poll`) when the next one starts.
+_let_go: list[subprocess.Popen | forked.ForkedProcess] = []
 
 
-def _start_helper(arguments: list[str], stdin=subprocess.DEVNULL) -> subprocess.Popen | None:
-    """A helper process running `_main` on ``arguments`` (the source token, then the units,
-    or none to read them from ``stdin``); None if it cannot start."""
+def _start_helper(
+    token: str, units: list[str], standby: bool = False
+) -> subprocess.Popen | forked.ForkedProcess | None:
+    """A helper process running `_main` on the source token and ``units``; with ``standby``,
+    one that then reads more from its standard input (`_main`). None if it cannot start.
+
+    It is this process forked where that is safe (`codegen.forked`), which starts with
+    Python, LLVM and this package loaded: a new interpreter spends a tenth of a second or
+    more of a core loading them. ``SYMBACKPROP_COMPILE_HELPER=spawn`` starts one always.
+    """
+    _let_go[:] = [process for process in _let_go if process.poll() is None]
+    if _helper_mode() == "fork" and forked.can_fork():
+        try:
+            return forked.start(lambda handed: _main([token, *units], handed), with_input=standby)
+        except OSError as error:
+            debug.log(1, f"no library helper: {error}")
+            return None
     paths = [str(Path(__file__).resolve().parent.parent), *sys.path]
-    command = [sys.executable, "-S", "-c", _HELPER_PROGRAM, str(len(paths)), *paths, *arguments]
+    mode = "standby" if standby else "assigned"
+    command = [sys.executable, "-S", "-c", _HELPER_PROGRAM, str(len(paths)), *paths, mode, token, *units]
+    stdin = subprocess.PIPE if standby else subprocess.DEVNULL
     try:
         return subprocess.Popen(command, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError as error:
@@ -313,7 +342,7 @@ def prefetch(variants: Iterable[tuple[str, bool, bool]]) -> bool:
         if not wanted:
             return False
         # It compiles the modules in the order given, claiming each (see `load_variants`).
-        process = _hand_to_standby(wanted) or _start_helper([token, *wanted])
+        process = _hand_to_standby(wanted) or _start_helper(token, wanted)
         if process is None:
             return False
         helper = _Helper(process, wanted, [_key(unit, token) for unit in wanted])
@@ -333,7 +362,7 @@ def _wanted(variants) -> tuple[str | None, list[str]]:
     return token, [unit for unit in unready if not cache.contains(_key(unit, token))]
 
 
-def _hand_to_standby(units: list[str]) -> subprocess.Popen | None:
+def _hand_to_standby(units: list[str]) -> subprocess.Popen | forked.ForkedProcess | None:
     """The helper on standby, given ``units`` to compile; None if there is none, or it has
     exited. Call with `_lock` held."""
     global _standby
@@ -344,7 +373,7 @@ def _hand_to_standby(units: list[str]) -> subprocess.Popen | None:
         process.stdin.write(" ".join(units).encode() + b"\n")
         process.stdin.close()
     except OSError:  # it exited: start another
-        _reap(process)
+        _let_go.append(process)
         return None
     return process
 
@@ -484,22 +513,43 @@ def declare_matmul(
     return ir.Function(module, function_type, name=name)
 
 
-def _main(arguments: list[str]) -> None:
+def _main(arguments: list[str], handed: BinaryIO | None = None) -> None:
     """The helper, ``_main([SOURCE_TOKEN, "float32:kernels", "float32:nn", ...])`` (as
     ``python -m codegen.library SOURCE_TOKEN ...`` too): compiles each module into the disk
-    cache, claiming it first. Given no modules, it reads their names from one line of its
-    standard input (a helper on standby), and does nothing if that ends first."""
+    cache, claiming it first.
+
+    With ``handed``, a stream (a helper on standby), the modules given are compiled while
+    nothing has been handed, and those named on the stream's first line after that: the
+    stream ends without a line when the helper is let go.
+    """
     source_token, *units = arguments
-    if not units:
-        units = sys.stdin.readline().split()
+    if handed is not None:
+        for unit in units:
+            if _readable(handed):
+                break
+            _compile_claimed(unit, source_token)
+        units = handed.readline().decode().split()
     for unit in units:  # one at a time: the process that started this one compiles beside it
-        key = _key(unit, source_token)
-        if not cache.claim(key, os.getpid()):
-            continue  # that process compiles it
-        try:
-            store_keyed(_identity(unit, source_token), lambda u=unit: _unit_ir(u), options=LIBRARY_OPTIONS)
-        finally:
-            cache.release(key, os.getpid())
+        _compile_claimed(unit, source_token)
+
+
+def _compile_claimed(unit: str, source_token: str) -> None:
+    """Compile ``unit`` into the cache unless another process has claimed it."""
+    key = _key(unit, source_token)
+    if not cache.claim(key, os.getpid()):
+        return  # that process compiles it
+    try:
+        store_keyed(_identity(unit, source_token), lambda: _unit_ir(unit), options=LIBRARY_OPTIONS)
+    finally:
+        cache.release(key, os.getpid())
+
+
+def _readable(stream: BinaryIO) -> bool:
+    """Whether reading ``stream`` would not wait: it has data, or has ended."""
+    try:
+        return bool(select.select([stream], [], [], 0)[0])
+    except (OSError, ValueError):  # not a pipe select can watch (Windows): read it when due
+        return False
 
 
 if __name__ == "__main__":

@@ -28,9 +28,14 @@ x = sb.input("x", (None, 96), "float64")
 w = sb.param("w", (96, 96), init="glorot_uniform", seed=0, dtype="float64")
 sb_outputs = [x @ w, x.T @ x, x @ w.T]
 if sys.argv[1] == "missing":
-    sys.executable = "/nonexistent/python"  # the helper cannot start
+    sys.executable = "/nonexistent/python"  # a new interpreter cannot start
 elif sys.argv[1] == "failing":
-    sys.executable = "/bin/false"  # the helper starts, compiles nothing and fails
+    sys.executable = "/bin/false"  # a new interpreter starts, compiles nothing and fails
+elif sys.argv[1] == "failing fork":
+    library._main = lambda *arguments: 1 / 0  # the forked helper fails at once
+elif sys.argv[1] == "thread":
+    import threading
+    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()  # no fork beside it
 f = sb.compile(sb_outputs, inputs=[x])
 X = np.random.default_rng(0).standard_normal((96, 96))
 for got, want in zip(f(X), [X @ w.value, X.T @ X, X @ w.value.T]):
@@ -55,12 +60,14 @@ def run_child(tmp_path, mode: str, cwd=None, **env) -> tuple[dict, str]:
     return json.loads(completed.stdout.strip().splitlines()[-1]), completed.stderr
 
 
-def test_a_cold_compile_shares_the_variants_with_a_helper(tmp_path):
-    result, log = run_child(tmp_path, "normal")
+@pytest.mark.parametrize("mode", ["fork", "spawn"])
+def test_a_cold_compile_shares_the_variants_with_a_helper(tmp_path, mode):
+    result, log = run_child(tmp_path, "normal", SYMBACKPROP_COMPILE_HELPER={"fork": "1", "spawn": "spawn"}[mode])
     parts = [f"float64:{part}" for part in kernel_parts("float64")]
     units = ", ".join([*parts, "float64:nn", "float64:nt", "float64:tn"])
-    standby = re.search(r"library helper (\d+) on standby", log)
-    assert standby, log  # started before the program was lowered, then handed its modules
+    # Started before the program was lowered, on the kernel parts, then handed its modules.
+    standby = re.search(rf"library helper (\d+) \({mode}\) on standby, compiling {', '.join(parts)}\n", log)
+    assert standby, log
     assert f"library helper {standby.group(1)} compiles {units}" in log
     assert {"sbp_matmul_float64_nn", "sbp_matmul_float64_nt", "sbp_matmul_float64_tn"} <= set(result["loaded"])
     assert not list(tmp_path.glob("*.claim-*"))  # every claim released
@@ -85,12 +92,23 @@ def test_the_helper_imports_this_package_not_one_in_the_working_directory(tmp_pa
 def test_without_a_helper_or_with_a_failing_one_this_process_compiles(tmp_path):
     result, log = run_child(tmp_path / "off", "normal", SYMBACKPROP_COMPILE_HELPER="0")
     assert "library helper" not in log and "sbp_matmul_float64_nn" in result["loaded"]
-    result, log = run_child(tmp_path / "missing", "missing")
+    result, log = run_child(tmp_path / "missing", "missing", SYMBACKPROP_COMPILE_HELPER="spawn")
     assert "no library helper" in log and "sbp_matmul_float64_tn" in result["loaded"]
     if Path("/bin/false").exists():
-        result, log = run_child(tmp_path / "failing", "failing")
+        result, log = run_child(tmp_path / "failing", "failing", SYMBACKPROP_COMPILE_HELPER="spawn")
         assert "exited with 1" in log or "library helper" in log
         assert "sbp_matmul_float64_tn" in result["loaded"]
+    result, log = run_child(tmp_path / "failing fork", "failing fork")
+    assert "(fork) on standby" in log and "exited with 1" in log, log
+    assert "sbp_matmul_float64_tn" in result["loaded"]
+    assert not list((tmp_path / "failing fork").glob("*.claim-*"))
+
+
+def test_beside_another_thread_the_helper_is_a_new_interpreter(tmp_path):
+    """A forked child would lack the other thread, and any lock it held: no fork then."""
+    result, log = run_child(tmp_path, "thread")
+    assert "(spawn) on standby" in log and "exited with" not in log, log
+    assert "sbp_matmul_float64_nt" in result["loaded"]
 
 
 def test_prefetch_starts_nothing_for_loaded_or_cached_variants(monkeypatch):
@@ -112,7 +130,8 @@ def test_a_helper_on_standby_handed_nothing_exits(tmp_path, monkeypatch):
     with library.helper_on_standby(["float64", "int32"]):
         assert library._standby is started[0]
     assert library._standby is None and started[0].wait(timeout=60) == 0
-    assert not list(tmp_path.glob("*.o"))  # it compiled nothing
+    # Let go at once, it stopped after the kernel part at hand, if it had begun one.
+    assert len(list(tmp_path.glob("*.o"))) <= 1 and not list(tmp_path.glob("*.claim-*"))
     # Nothing to wait for: the library loaded in this process, or helpers off.
     monkeypatch.setattr(library, "_loaded", loaded)
     library.load_variants([("float32", *pair) for pair in library._STEP_TRANSPOSITIONS])
