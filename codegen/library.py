@@ -61,9 +61,7 @@ from .jit import (
 )
 from .llvm_threads import usable_cores
 from .matmul import (
-    DIRECT_KERNEL_PREFIX,
     KERNEL_PARTS,
-    MICRO_KERNEL_PREFIX,
     emit_kernel_part,
     emit_matmul,
     kernel_parts,
@@ -72,24 +70,18 @@ from .matmul import (
 from .parallel import EPILOGUE_FN, parallel_matmul
 
 DTYPES = ("float32", "float64")
-# The library is written vectorised and split into the functions it should run as, so
-# nothing is inlined or vectorised again, and most of it gets no optimisation passes at all:
-# the micro-kernels (MICRO_KERNEL_PREFIX) and the kernels on unpacked operands
-# (DIRECT_KERNEL_PREFIX), which step their own pointers, and the drivers and entry points
-# (ENTRY_PREFIX), which run once per product around the packing and the kernels (a float32
-# step's three variants took 0.18 instead of 0.27 s of LLVM without passes, products of 16 to
-# 784 as fast). The packing loops keep LLVM's per-function simplification, at level 2 rather
-# than 3 (products of 16 to 784 as fast, 0.985-1.011 of level 3's time). Code generation runs
-# at level 1: a sixth less of the library's LLVM time, and products of 10 to 784 (all
-# transpositions) 0.99-1.01 of level 3's time, interleaved in one process.
+# The library is written vectorised and split into the functions it should run as, so it
+# gets no optimisation passes at all, only code generation: the micro-kernels and the
+# kernels on unpacked operands step their own pointers, the drivers and entry points run
+# once per product around the packing and the kernels (a float32 step's three variants took
+# 0.18 instead of 0.27 s of LLVM without passes, products of 16 to 784 as fast), and the
+# packing loops, written with their vectors and index arithmetic, compile in 38 instead of
+# 58 ms (float32) with no passes and ran as fast (products of 96 to 784 and 512, both
+# precisions, all transpositions: 0.99-1.01 of the time, interleaved in one process). Code
+# generation runs at level 1: a sixth less of the library's LLVM time, and products of 10 to
+# 784 (all transpositions) 0.99-1.01 of level 3's time, interleaved in one process.
 ENTRY_PREFIX = "sbp_matmul_"
-LIBRARY_OPTIONS = CompileOptions(
-    speed_level=2,
-    vectorize=False,
-    interprocedural=False,
-    as_written=(MICRO_KERNEL_PREFIX, DIRECT_KERNEL_PREFIX, ENTRY_PREFIX),
-    codegen_level=1,
-)
+LIBRARY_OPTIONS = CompileOptions(speed_level=0, vectorize=False, unroll=False, codegen_level=1)
 _lock = threading.Lock()
 # The arguments that the entry points with an epilogue take after the product's: the map of
 # a block (or null) and its context.
