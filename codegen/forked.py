@@ -48,7 +48,7 @@ class ForkedProcess:
 
     def __init__(self, pid: int, stdin: BinaryIO | None):
         self.pid, self.stdin, self.returncode = pid, stdin, None
-        self._lock = threading.Lock()  # a reaper thread may wait while this one polls
+        self._lock = threading.Lock()  # one thread may poll while another waits or kills
 
     def poll(self) -> int | None:
         """The exit status if the child has exited (negative: the signal that ended it)."""

@@ -152,13 +152,14 @@ def _unit_ir(unit: str) -> str:
 
 _loaded: dict[str, CompiledModule] = {}  # unit -> its code, kept for the life of the process
 HELPER_VAR = "SYMBACKPROP_COMPILE_HELPER"
+_Process = subprocess.Popen | forked.ForkedProcess  # a helper: a new interpreter, or forked
 HELPER_TIMEOUT_S = 300.0
 
 
 class _Helper:
     """A helper process compiling modules of the library into the disk cache."""
 
-    def __init__(self, process: subprocess.Popen | forked.ForkedProcess, units: list[str], keys: list[str]):
+    def __init__(self, process: _Process, units: list[str], keys: list[str]):
         self.process, self.units, self.keys = process, units, keys
 
     def wait_for(self, key: str) -> None:
@@ -193,7 +194,7 @@ _HELPER_PROGRAM = (
 _helpers: dict[str, _Helper] = {}  # unit -> the helper compiling it
 # A helper started before this process knows what it will compile (`helper_on_standby`):
 # it compiles the kernel parts, then waits for its other units on its input.
-_standby: subprocess.Popen | forked.ForkedProcess | None = None
+_standby: _Process | None = None
 
 
 def _forget_helpers() -> None:
@@ -287,12 +288,10 @@ def _dismiss_standby() -> None:
 
 
 # Helpers let go before they had exited, collected (`poll`) when the next one starts.
-_let_go: list[subprocess.Popen | forked.ForkedProcess] = []
+_let_go: list[_Process] = []
 
 
-def _start_helper(
-    token: str, units: list[str], standby: bool = False
-) -> subprocess.Popen | forked.ForkedProcess | None:
+def _start_helper(token: str, units: list[str], standby: bool = False) -> _Process | None:
     """A helper process running `_main` on the source token and ``units``; with ``standby``,
     one that then reads more from its standard input (`_main`). None if it cannot start.
 
@@ -354,7 +353,7 @@ def _wanted(variants) -> tuple[str | None, list[str]]:
     return token, [unit for unit in unready if not cache.contains(_key(unit, token))]
 
 
-def _hand_to_standby(units: list[str]) -> subprocess.Popen | forked.ForkedProcess | None:
+def _hand_to_standby(units: list[str]) -> _Process | None:
     """The helper on standby, given ``units`` to compile; None if there is none, or it has
     exited. Call with `_lock` held."""
     global _standby
