@@ -297,8 +297,9 @@ def emit_elementwise(kb: KernelBuilder, out: View, inputs: list[View], body, vec
             kb.store(out, bases[0], body(values))
             return
         if pieces and depth == len(shape) - 1:
+            fixed = [None if step[-1] else kb.load(v, base) for v, base, step in zip(inputs, bases[1:], strides[1:])]
             for first, width in pieces:
-                _short_row_piece(kb, views, strides, bases, first, width, vector_body)
+                _vector_piece(kb, views, bases, fixed, ir.Constant(I64, first), width, vector_body)
             return
         if in_vectors and depth == len(shape) - 1:
             along = [s[-1] == 1 for s in strides]
@@ -351,26 +352,15 @@ def emit_row_in_vectors(
     known = constant_value(count)
     if known is not None and known <= SHORT_ROW_VECTORS * lanes:  # a few vectors, one after the other
         for start, size in vector_pieces(known, lanes):
-            at = b.add(first, ir.Constant(I64, start))
-            values = [
-                _load_vector(kb, view, b.add(base, at), size) if value is None else _splat(b, value, size)
-                for view, base, value in zip(inputs, bases[1:], fixed)
-            ]
-            address = _vector_address(kb, out, b.add(bases[0], at), size)
-            b.store(vector_body(values, size), address, align=_align(out))
+            _vector_piece(kb, views, bases, fixed, b.add(first, ir.Constant(I64, start)), size, vector_body)
         return
+    # Broadcast once, outside the loop: code compiled as written has no pass to hoist them.
     splats = [None if value is None else _splat(b, value, lanes) for value in fixed]
     whole = b.mul(b.sdiv(count, width), width)
-
-    def each_vector(index):
-        at = b.add(first, b.mul(index, width))
-        values = [
-            _load_vector(kb, view, b.add(base, at), lanes) if splat is None else splat
-            for view, base, splat in zip(inputs, bases[1:], splats)
-        ]
-        b.store(vector_body(values, lanes), _vector_address(kb, out, b.add(bases[0], at), lanes), align=_align(out))
-
-    kb.loop(b.sdiv(count, width), each_vector)
+    kb.loop(
+        b.sdiv(count, width),
+        lambda index: _vector_piece(kb, views, bases, splats, b.add(first, b.mul(index, width)), lanes, vector_body),
+    )
 
     def each_element(index):
         at = b.add(first, b.add(whole, index))
@@ -383,19 +373,18 @@ def emit_row_in_vectors(
     kb.loop(b.sub(count, whole), each_element)
 
 
-def _short_row_piece(kb: KernelBuilder, views: list[View], strides, bases, first: int, width: int, body) -> None:
-    """``width`` elements of a short row from element ``first``: a vector load of each input
-    that runs along the row, one scalar broadcast of each that does not, one vector store."""
+def _vector_piece(kb: KernelBuilder, views: list[View], bases, fixed, at, width: int, vector_body) -> None:
+    """``width`` elements of a row from element ``at`` (from the views' ``bases``, output
+    first): a vector load of each input whose entry of ``fixed`` is None, a broadcast of
+    the others (a scalar, or a vector already broadcast to ``width``), one vector store."""
     b = kb.builder
     out, *inputs = views
-    values = []
-    for view, base, step in zip(inputs, bases[1:], strides[1:]):
-        if step[-1] == 0:
-            values.append(_splat(b, kb.load(view, base), width))
-        else:
-            values.append(_load_vector(kb, view, b.add(base, ir.Constant(I64, first)), width))
-    address = _vector_address(kb, out, b.add(bases[0], ir.Constant(I64, first)), width)
-    b.store(body(values, width), address, align=_align(out))
+    values = [
+        _load_vector(kb, view, b.add(base, at), width) if value is None else _broadcast(b, value, width)
+        for view, base, value in zip(inputs, bases[1:], fixed)
+    ]
+    address = _vector_address(kb, out, b.add(bases[0], at), width)
+    b.store(vector_body(values, width), address, align=_align(out))
 
 
 def _map(kb: KernelBuilder, kernel: Map) -> None:
@@ -446,23 +435,24 @@ def _matmul(kb: KernelBuilder, kernel: Matmul) -> None:
         kb.as_written = bool(loop(kb, kernel))
         return
     callee = declare_matmul(kb.function.module, kernel.out.dtype, kernel.trans_a, kernel.trans_b)
-    _library_unless_small(
+    kb.as_written = _library_unless_small(
         kb, kernel, lambda: kb.builder.call(callee, _library_arguments(kb, kernel)), lambda: _narrow_rows(kb, kernel)
     )
-    kb.as_written = True  # a call, or the program's own rows in vectors
 
 
-def _library_unless_small(kb: KernelBuilder, kernel: Matmul, library, alone) -> None:
+def _library_unless_small(kb: KernelBuilder, kernel: Matmul, library, alone) -> bool:
     """``library()``, or for a `_narrow_when_small` product too small to be split, a branch
-    at run time between ``library()`` and ``alone()`` (the program's own rows)."""
+    at run time between ``library()`` and ``alone()`` (the program's own rows). Returns
+    whether the code is written as it should run: a call is, and ``alone()`` says of its own."""
     if not _narrow_when_small(kernel):
         library()
-        return
+        return True
     with kb.builder.if_else(_splits(kb, kernel)) as (split, small):
         with split:
             library()
         with small:
-            alone()
+            written = alone()
+    return bool(written)
 
 
 def _narrow_when_small(kernel: Matmul) -> bool:
@@ -531,11 +521,9 @@ def _matmul_map(kb: KernelBuilder, kernel: MatmulMap) -> None:
     if loop is not None:
         kb.as_written = then_map(loop)
         return
-    small = []
-    _library_unless_small(
-        kb, product, lambda: _matmul_map_through_library(kb, kernel), lambda: small.append(then_map(_narrow_rows))
+    kb.as_written = _library_unless_small(
+        kb, product, lambda: _matmul_map_through_library(kb, kernel), lambda: then_map(_narrow_rows)
     )
-    kb.as_written = all(small)  # calls, and the map of a small product's rows
 
 
 def _matmul_map_through_library(kb: KernelBuilder, kernel: MatmulMap) -> None:
@@ -878,6 +866,11 @@ def _few_terms(kb: KernelBuilder, kernel: Matmul, terms: int) -> None:
         kb.loop(cols, each_col)
 
     kb.loop(rows, each_row)
+
+
+def _broadcast(b: ir.IRBuilder, value: ir.Value, width: int) -> ir.Value:
+    """``value`` as a vector of ``width`` lanes: itself if it is one already, else `_splat`."""
+    return value if isinstance(value.type, ir.VectorType) else _splat(b, value, width)
 
 
 def _splat(b: ir.IRBuilder, value: ir.Value, width: int) -> ir.Value:

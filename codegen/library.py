@@ -122,6 +122,11 @@ def _units(variants: Iterable[tuple[str, bool, bool]]) -> list[str]:
     return [*parts, *entries]
 
 
+def _is_part(unit: str) -> bool:
+    """Whether a unit (``dtype:name``) is a kernel part rather than a variant."""
+    return unit.split(":")[1] in KERNEL_PARTS
+
+
 def _unloaded(variants: Iterable[tuple[str, bool, bool]]) -> list[str]:
     """`_units` less those this process has loaded."""
     return [unit for unit in _units(variants) if unit not in _loaded]
@@ -263,7 +268,7 @@ def helper_on_standby(dtypes: Iterable[str]) -> Iterator[None]:
             variants = [(dtype, *pair) for dtype in set(dtypes) & set(DTYPES) for pair in _STEP_TRANSPOSITIONS]
             token, wanted = _wanted(variants) if _standby is None else (None, [])
             if wanted:
-                parts = [unit for unit in wanted if unit.split(":")[1] in KERNEL_PARTS]
+                parts = [unit for unit in wanted if _is_part(unit)]
                 _standby = _start_helper(token, parts, standby=True)
                 started = _standby is not None
                 if started:
@@ -483,7 +488,7 @@ def loaded() -> list[str]:
     True
     """
     with _lock:
-        variants = [unit.split(":") for unit in _loaded if unit.split(":")[1] not in KERNEL_PARTS]
+        variants = [unit.split(":") for unit in _loaded if not _is_part(unit)]
         return sorted(matmul_symbol(dtype, name[0] == "t", name[1] == "t") for dtype, name in variants)
 
 

@@ -888,8 +888,9 @@ def emit_matmul(
         gives correct results; others than the host's are for tests and tuning.
     external_kernels : bool
         Declare the micro-kernels, the kernels on unpacked operands and the packing
-        functions instead of emitting them: they are linked from the modules of `emit_kernel_part` (the parts that
-        `kernel_parts` lists), compiled once for every variant that calls them.
+        functions instead of emitting them: they are linked from the modules of
+        `emit_kernel_part` (the parts that `kernel_parts` lists), compiled once for every
+        variant that calls them.
 
     Returns
     -------
